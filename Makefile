@@ -1,0 +1,47 @@
+# kvmd: `make test` and `make run` do all set-up themselves on a fresh Debian machine.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: all deps host venv guest test test-fast run stop bench lint clean
+
+all: test
+
+host:
+	.ci/host-setup.sh
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,libvirt]'
+	touch $(STAMP)
+
+venv: host $(STAMP)
+
+deps: venv guest
+
+guest: host
+	tests/guest/build.sh
+
+test: deps
+	$(VENV)/bin/pytest -q
+
+test-fast: deps
+	$(VENV)/bin/pytest -q -m "not slow"
+
+run: deps
+	$(PY) -m kvmd.demo
+
+stop:
+	$(PY) -m kvmd.demo --stop
+
+bench: deps
+	$(PY) bench/start_latency.py
+
+lint: venv
+	$(VENV)/bin/pip install -q ruff
+	$(VENV)/bin/ruff check kvmd compat vdsm hooks tests bench
+
+clean:
+	rm -rf build $(VENV) *.egg-info .pytest_cache .hypothesis

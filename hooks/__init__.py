@@ -1,0 +1,1 @@
+"""VDSM-compatible hook runner and the `hooking` helper module; built in a later issue."""

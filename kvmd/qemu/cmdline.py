@@ -1,0 +1,275 @@
+"""Spec -> QEMU argv. Pure: no I/O, every host-specific input arrives as an argument.
+
+QEMU always starts with `-S` (kvmd connects QMP, does the post-launch setup, then
+`cont`) and with its QMP monitor on a listening socket that kvmd bound itself and
+passes in as an inherited fd, so there is no waiting for QEMU to create a socket. Device
+ids and node names are derived from the spec's stable device names:
+
+    disk  NAME -> device `disk-NAME`, format node `fmt-NAME`, protocol node `file-NAME`
+    nic   NAME -> device `nic-NAME`, netdev `netdev-NAME`
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from kvmd.qemu import pci
+from kvmd.spec.model import Disk, Nic, VMSpec
+
+OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+
+# cache mode -> (cache.direct, cache.no-flush, device write-cache)
+CACHE = {
+    "writeback": (False, False, "on"),
+    "none": (True, False, "on"),
+    "writethrough": (False, False, "off"),
+    "directsync": (True, False, "off"),
+    "unsafe": (False, True, "on"),
+}
+
+
+@dataclass
+class LaunchOptions:
+    """Host-side inputs for one launch (paths, fds, accelerators, capabilities)."""
+
+    binary: str = "qemu-system-x86_64"
+    accels: tuple[str, ...] = ("kvm", "tcg")
+    qmp_fd: int = 3
+    serial_socket: str | None = None
+    serial_log: str | None = None
+    qga_socket: str | None = None
+    nvram: str | None = None
+    ovmf_code: str = OVMF_CODE
+    tap_fds: dict[str, int] = field(default_factory=dict)
+    sandbox: bool = True
+    run_as: str | None = None
+    run_with: bool = False
+    incoming: str | None = None
+
+
+def device_id(dev: Disk | Nic) -> str:
+    return f"disk-{dev.name}" if isinstance(dev, Disk) else f"nic-{dev.name}"
+
+
+def _opts(*parts: str, **kv: object) -> str:
+    items = list(parts)
+    for key, value in kv.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            value = "on" if value else "off"
+        items.append(f"{key.replace('_', '-')}={_escape(str(value))}")
+    return ",".join(items)
+
+
+def _escape(value: str) -> str:
+    """QEMU option values escape ',' by doubling it."""
+    return value.replace(",", ",,")
+
+
+def boot_indexes(spec: VMSpec) -> dict[str, int]:
+    """device id -> bootindex. Explicit bootIndex values win; else follow boot.order."""
+    explicit = {device_id(d): d.boot_index for d in [*spec.disks, *spec.nics] if d.boot_index is not None}
+    if explicit:
+        return explicit
+    out: dict[str, int] = {}
+    candidates = {
+        "disk": [d for d in spec.disks if d.media == "disk"],
+        "cdrom": [d for d in spec.disks if d.media == "cdrom"],
+        "network": list(spec.nics),
+    }
+    for kind in spec.boot.order:
+        if candidates[kind]:
+            out[device_id(candidates[kind][0])] = len(out) + 1
+    return out
+
+
+def blockdev_args(disk: Disk) -> list[dict]:
+    """The `-blockdev` node graph of one disk, protocol node first (None if empty)."""
+    if not disk.path:
+        return []
+    direct, no_flush, _ = CACHE[disk.cache]
+    proto = {
+        "driver": "host_device" if disk.path.startswith("/dev/") else "file",
+        "node-name": f"file-{disk.name}",
+        "filename": disk.path,
+        "aio": disk.aio,
+        "cache": {"direct": direct, "no-flush": no_flush},
+        "read-only": disk.readonly,
+        "auto-read-only": True,
+        "discard": "unmap",
+    }
+    fmt = {
+        "driver": disk.format,
+        "node-name": f"fmt-{disk.name}",
+        "file": f"file-{disk.name}",
+        "cache": {"direct": direct, "no-flush": no_flush},
+        "read-only": disk.readonly,
+    }
+    return [proto, fmt]
+
+
+def disk_device(spec: VMSpec, disk: Disk, bootindex: int | None, scsi_lun: int = 0,
+                sata_port: int = 0) -> str:
+    """The `-device` option string of one disk."""
+    _, _, write_cache = CACHE[disk.cache]
+    drive = f"fmt-{disk.name}" if disk.path else None
+    common = dict(id=device_id(disk), drive=drive, bootindex=bootindex)
+    if disk.bus == "virtio":
+        where = pci.place(spec, disk.slot if disk.slot is not None else 0)
+        return _opts("virtio-blk-pci", bus=where.bus, addr=where.addr, **common,
+                     serial=disk.serial, write_cache=write_cache)
+    if disk.bus == "scsi":
+        model = "scsi-cd" if disk.media == "cdrom" else "scsi-hd"
+        extra = {} if disk.media == "cdrom" else {"write_cache": write_cache}
+        return _opts(model, bus="scsi0.0", channel=0, scsi_id=0, lun=scsi_lun, **common,
+                     serial=disk.serial, **extra)
+    model = "ide-cd" if disk.media == "cdrom" else "ide-hd"
+    if spec.is_q35:
+        bus, unit = f"ide.{sata_port}", None
+    else:
+        bus, unit = f"ide.{sata_port // 2}", sata_port % 2
+    extra = {} if disk.media == "cdrom" else {"write_cache": write_cache}
+    return _opts(model, bus=bus, unit=unit, **common, serial=disk.serial, **extra)
+
+
+def nic_args(spec: VMSpec, nic: Nic, bootindex: int | None, tap_fd: int | None) -> tuple[str | None, str]:
+    """(netdev option string or None, device option string) for one NIC."""
+    netdev = None
+    if nic.backend == "user":
+        netdev = _opts("user", id=f"netdev-{nic.name}")
+    elif nic.backend == "tap":
+        if tap_fd is not None:
+            netdev = _opts("tap", id=f"netdev-{nic.name}", fd=tap_fd)
+        else:
+            netdev = _opts("tap", id=f"netdev-{nic.name}", ifname=nic.tap, script="no", downscript="no")
+    model = {"virtio": "virtio-net-pci", "e1000": "e1000", "rtl8139": "rtl8139"}[nic.model]
+    where = pci.place(spec, nic.slot if nic.slot is not None else 0)
+    device = _opts(model, id=device_id(nic), netdev=f"netdev-{nic.name}" if netdev else None,
+                   mac=nic.mac, bus=where.bus, addr=where.addr, bootindex=bootindex)
+    return netdev, device
+
+
+def build_argv(spec: VMSpec, opts: LaunchOptions) -> list[str]:
+    """The full argv for `spec`. Slots must already be assigned (pci.assign_slots)."""
+    root = pci.root_bus(spec)
+    argv = [
+        opts.binary,
+        "-name", _opts(f"guest={_escape(spec.name)}", debug_threads=True),
+        "-uuid", spec.uuid,
+        "-S",
+        "-no-user-config",
+        "-nodefaults",
+        "-msg", "timestamp=on",
+        "-chardev", _opts("socket", id="qmp", fd=opts.qmp_fd, server=True, wait=False),
+        "-mon", "chardev=qmp,mode=control",
+        "-machine", spec.machine,
+    ]
+    for accel in opts.accels:
+        argv += ["-accel", accel]
+    if opts.sandbox:
+        sandbox = "on,obsolete=deny,spawn=deny,resourcecontrol=deny"
+        if not opts.run_as:
+            sandbox += ",elevateprivileges=deny"
+        argv += ["-sandbox", sandbox]
+    if opts.run_as:
+        argv += ["-run-with", f"user={opts.run_as}"] if opts.run_with else ["-runas", opts.run_as]
+    if spec.cpu.model:
+        argv += ["-cpu", spec.cpu.model]
+    argv += ["-smp", _opts(str(spec.cpu.count), sockets=spec.cpu.sockets, cores=spec.cpu.cores,
+                           threads=spec.cpu.threads)]
+    mem_mib = spec.memory.size // (1 << 20)
+    if spec.memory.max and spec.memory.max > spec.memory.size:
+        argv += ["-m", f"size={mem_mib}M,slots=8,maxmem={spec.memory.max // (1 << 20)}M"]
+    else:
+        argv += ["-m", f"{mem_mib}M"]
+    if spec.lifecycle.on_reboot == "destroy":
+        argv.append("-no-reboot")
+
+    # firmware and direct kernel boot
+    if spec.boot.firmware == "uefi":
+        argv += ["-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + _escape(opts.ovmf_code)]
+        if opts.nvram:
+            argv += ["-drive", "if=pflash,format=raw,unit=1,file=" + _escape(opts.nvram)]
+    if spec.boot.kernel:
+        argv += ["-kernel", spec.boot.kernel]
+        if spec.boot.initrd:
+            argv += ["-initrd", spec.boot.initrd]
+        if spec.boot.cmdline:
+            argv += ["-append", spec.boot.cmdline]
+
+    argv += pci.root_port_args(spec)
+
+    # disks
+    boots = boot_indexes(spec)
+    scsi_disks = [d for d in spec.disks if d.bus == "scsi"]
+    if scsi_disks:
+        argv += ["-device", _opts("virtio-scsi-pci", id="scsi0", bus=root, addr=hex(pci.SCSI_ADDR))]
+    scsi_lun = sata_port = 0
+    for disk in spec.disks:
+        for node in blockdev_args(disk):
+            argv += ["-blockdev", json.dumps(node, separators=(",", ":"))]
+        argv += ["-device", disk_device(spec, disk, boots.get(device_id(disk)), scsi_lun, sata_port)]
+        if disk.bus == "scsi":
+            scsi_lun += 1
+        elif disk.bus == "sata":
+            sata_port += 1
+
+    # NICs
+    for nic in spec.nics:
+        netdev, device = nic_args(spec, nic, boots.get(device_id(nic)), opts.tap_fds.get(nic.name))
+        if netdev:
+            argv += ["-netdev", netdev]
+        argv += ["-device", device]
+
+    # serial console (isa-serial, ttyS0 in the guest)
+    if spec.serial.type != "none":
+        path = spec.serial.path if spec.serial.type == "file" else opts.serial_socket
+        if spec.serial.type == "file":
+            argv += ["-chardev", _opts("file", id="serial0", path=path)]
+        else:
+            argv += ["-chardev", _opts("socket", id="serial0", path=path, server=True, wait=False,
+                                       logfile=opts.serial_log, logappend=True if opts.serial_log else None)]
+        argv += ["-device", "isa-serial,chardev=serial0,id=serial0"]
+
+    # graphics
+    if spec.graphics:
+        video = "qxl-vga" if any(g.type == "spice" for g in spec.graphics) else "VGA"
+        argv += ["-device", _opts(video, id="video0", bus=root, addr=hex(pci.VIDEO_ADDR))]
+        for gfx in spec.graphics:
+            if gfx.type == "vnc":
+                if gfx.port:
+                    display = f"{_host(gfx.listen)}:{gfx.port - 5900}"
+                else:
+                    display = f"{_host(gfx.listen)}:0,to=99"
+                if gfx.password:
+                    display += ",password=on"
+                argv += ["-vnc", display]
+            else:
+                spice = _opts(port=gfx.port or None, addr=gfx.listen)
+                spice += ",disable-ticketing=on" if not gfx.password else ""
+                argv += ["-spice", spice.lstrip(",")]
+    else:
+        argv += ["-display", "none", "-vga", "none"]
+
+    # guest agent channel
+    if spec.guest_agent:
+        argv += ["-device", _opts("virtio-serial-pci", id="vserial0", bus=root, addr=hex(pci.VSERIAL_ADDR)),
+                 "-chardev", _opts("socket", id="qga0", path=opts.qga_socket, server=True, wait=False),
+                 "-device", "virtserialport,bus=vserial0.0,nr=1,chardev=qga0,id=qga0,name=org.qemu.guest_agent.0"]
+    if spec.memory.balloon:
+        argv += ["-device", _opts("virtio-balloon-pci", id="balloon0", bus=root, addr=hex(pci.BALLOON_ADDR),
+                                  free_page_reporting=True)]
+    if spec.rng:
+        argv += ["-object", "rng-random,id=rng0,filename=/dev/urandom",
+                 "-device", _opts("virtio-rng-pci", id="rng0dev", rng="rng0", bus=root, addr=hex(pci.RNG_ADDR))]
+    if opts.incoming:
+        argv += ["-incoming", opts.incoming]
+    argv += list(spec.qemu_args)
+    return argv
+
+
+def _host(listen: str) -> str:
+    return f"[{listen}]" if ":" in listen else listen

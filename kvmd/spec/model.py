@@ -1,0 +1,125 @@
+"""The VM spec data model: plain dataclasses, no I/O, no validation logic.
+
+A spec is kvmd's own self-contained description of a VM ("OVF for KVM"). Attribute
+names are snake_case; the document keys are camelCase (see `to_dict`). Sizes are bytes.
+`parse.py` builds these from documents and reports every problem with its field path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+API_VERSION = "kvmd/v1"
+
+DISK_FORMATS = ("qcow2", "raw")
+DISK_BUSES = ("virtio", "scsi", "sata")
+DISK_MEDIA = ("disk", "cdrom")
+CACHE_MODES = ("none", "writeback", "writethrough", "directsync", "unsafe")
+AIO_MODES = ("threads", "native", "io_uring")
+NIC_MODELS = ("virtio", "e1000", "rtl8139")
+NIC_BACKENDS = ("user", "tap", "none")
+FIRMWARES = ("bios", "uefi")
+BOOT_DEVICES = ("disk", "cdrom", "network")
+SERIAL_TYPES = ("socket", "file", "none")
+GRAPHICS_TYPES = ("vnc", "spice")
+LIFECYCLE_ACTIONS = ("destroy", "restart")
+
+
+@dataclass
+class Cpu:
+    count: int = 1
+    model: str | None = None
+    sockets: int | None = None
+    cores: int | None = None
+    threads: int | None = None
+
+
+@dataclass
+class Memory:
+    size: int = 256 << 20
+    max: int | None = None
+    balloon: bool = True
+
+
+@dataclass
+class Boot:
+    firmware: str = "bios"
+    kernel: str | None = None
+    initrd: str | None = None
+    cmdline: str | None = None
+    order: list[str] = field(default_factory=lambda: ["disk", "cdrom", "network"])
+    nvram: str | None = None
+
+
+@dataclass
+class Disk:
+    name: str
+    path: str | None
+    format: str = "raw"
+    bus: str = "virtio"
+    media: str = "disk"
+    readonly: bool = False
+    cache: str = "writeback"
+    aio: str = "threads"
+    serial: str | None = None
+    boot_index: int | None = None
+    slot: int | None = None
+
+
+@dataclass
+class Nic:
+    name: str
+    mac: str
+    model: str = "virtio"
+    backend: str = "user"
+    bridge: str | None = None
+    tap: str | None = None
+    boot_index: int | None = None
+    slot: int | None = None
+
+
+@dataclass
+class Serial:
+    type: str = "socket"
+    path: str | None = None
+
+
+@dataclass
+class Graphics:
+    type: str = "vnc"
+    listen: str = "127.0.0.1"
+    port: int | None = None
+    password: str | None = None
+
+
+@dataclass
+class Lifecycle:
+    on_poweroff: str = "destroy"
+    on_reboot: str = "restart"
+    on_crash: str = "destroy"
+
+
+@dataclass
+class VMSpec:
+    name: str
+    uuid: str
+    api_version: str = API_VERSION
+    machine: str = "q35"
+    cpu: Cpu = field(default_factory=Cpu)
+    memory: Memory = field(default_factory=Memory)
+    boot: Boot = field(default_factory=Boot)
+    disks: list[Disk] = field(default_factory=list)
+    nics: list[Nic] = field(default_factory=list)
+    serial: Serial = field(default_factory=Serial)
+    graphics: list[Graphics] = field(default_factory=list)
+    guest_agent: bool = False
+    rng: bool = False
+    hotplug_slots: int = 4
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    qemu_args: list[str] = field(default_factory=list)
+
+    @property
+    def is_q35(self) -> bool:
+        return "q35" in self.machine

@@ -1,0 +1,85 @@
+"""The VM state machine, pure: which states exist, which moves are legal, which verbs
+each state accepts, and how QMP events and process exit move a VM.
+
+    defined -> starting -> running <-> paused -> shutting-down -> stopped
+                               \\______________________________-> crashed
+
+`vm.py` feeds it QMP events (STOP, RESUME, SHUTDOWN, ...) and the QEMU process's exit;
+nothing here does I/O, so every transition is unit-tested on its own.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class State(str, Enum):
+    DEFINED = "defined"
+    STARTING = "starting"
+    RUNNING = "running"
+    PAUSED = "paused"
+    SHUTTING_DOWN = "shutting-down"
+    STOPPED = "stopped"
+    CRASHED = "crashed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+INACTIVE = frozenset({State.DEFINED, State.STOPPED, State.CRASHED})
+ACTIVE = frozenset({State.STARTING, State.RUNNING, State.PAUSED, State.SHUTTING_DOWN})
+
+TRANSITIONS: dict[State, frozenset[State]] = {
+    State.DEFINED: frozenset({State.STARTING}),
+    State.STOPPED: frozenset({State.STARTING}),
+    State.CRASHED: frozenset({State.STARTING}),
+    State.STARTING: frozenset({State.RUNNING, State.PAUSED, State.STOPPED, State.CRASHED}),
+    State.RUNNING: frozenset({State.PAUSED, State.SHUTTING_DOWN, State.STOPPED, State.CRASHED}),
+    State.PAUSED: frozenset({State.RUNNING, State.SHUTTING_DOWN, State.STOPPED, State.CRASHED}),
+    State.SHUTTING_DOWN: frozenset({State.STOPPED, State.CRASHED, State.RUNNING, State.PAUSED}),
+}
+
+# verb -> states in which it is accepted
+VERBS: dict[str, frozenset[State]] = {
+    "start": INACTIVE,
+    "pause": frozenset({State.RUNNING}),
+    "resume": frozenset({State.PAUSED}),
+    "reset": frozenset({State.RUNNING, State.PAUSED}),
+    "shutdown": frozenset({State.RUNNING, State.PAUSED, State.SHUTTING_DOWN}),
+    "destroy": ACTIVE,
+}
+
+
+class IllegalTransition(ValueError):
+    pass
+
+
+def can(verb: str, state: State) -> bool:
+    return state in VERBS[verb]
+
+
+def check_transition(old: State, new: State) -> None:
+    if new != old and new not in TRANSITIONS.get(old, frozenset()):
+        raise IllegalTransition(f"{old} -> {new}")
+
+
+def on_event(state: State, event: str, data: dict) -> State:
+    """The state after QMP `event` (data as QEMU sent it) arrives in `state`."""
+    if event == "STOP" and state in (State.RUNNING, State.STARTING):
+        return State.PAUSED
+    if event == "RESUME" and state in (State.PAUSED, State.STARTING, State.SHUTTING_DOWN):
+        return State.RUNNING if state != State.SHUTTING_DOWN else state
+    if event == "SHUTDOWN" and state in ACTIVE:
+        return State.SHUTTING_DOWN
+    return state
+
+
+def on_exit(state: State, shutdown_seen: bool, destroy_requested: bool) -> State:
+    """The state after the QEMU process ended.
+
+    A clean end follows a SHUTDOWN event (guest powered off, or a host quit/SIGTERM)
+    or a destroy kvmd asked for; anything else is a crash.
+    """
+    if shutdown_seen or destroy_requested:
+        return State.STOPPED
+    return State.CRASHED

@@ -1,0 +1,407 @@
+"""One VM: its QEMU process, its QMP session and its state, driven by events.
+
+State changes come from QMP events (STOP, RESUME, SHUTDOWN...) and from the QEMU
+process's exit (seen through a pidfd), never from polling; `states.py` decides what each
+one means. Lifecycle verbs (start, pause, resume, reset, shutdown, destroy) check the
+state first and fail with WrongState. `attach` re-adopts a QEMU left running by an
+earlier kvmd, without pausing, resuming or restarting it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+import os
+import shutil
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kvmd import hostcheck, runtime
+from kvmd.config import Config
+from kvmd.errors import KvmdError, QemuFailure, Timeout, WrongState
+from kvmd.qemu import cmdline, probe
+from kvmd.qemu.monitor import Monitor
+from kvmd.qemu.process import ExitInfo, ProcessHandle, is_vm_process, log_tail, spawn, start_time
+from kvmd.spec import VMSpec, from_dict, to_dict
+from kvmd.states import ACTIVE, INACTIVE, State, can, check_transition, on_event, on_exit
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Paths:
+    qmp: str
+    console: str
+    qga: str
+    log: str
+    console_log: str
+    nvram: str
+
+    @classmethod
+    def for_vm(cls, cfg: Config, name: str) -> Paths:
+        run, state = cfg.run_dir, cfg.state_dir
+        return cls(
+            qmp=os.path.join(run, f"{name}.qmp"),
+            console=os.path.join(run, f"{name}.console"),
+            qga=os.path.join(run, f"{name}.qga"),
+            log=os.path.join(state, "logs", f"{name}.log"),
+            console_log=os.path.join(state, "logs", f"{name}.console.log"),
+            nvram=os.path.join(state, "nvram", f"{name}_VARS.fd"),
+        )
+
+
+Notify = Callable[["VM", dict[str, Any]], None]
+
+
+class VM:
+    def __init__(self, spec: VMSpec, cfg: Config, persistent: bool, notify: Notify):
+        self.spec = spec
+        self.live_spec: VMSpec | None = None
+        self.cfg = cfg
+        self.persistent = persistent
+        self.paths = Paths.for_vm(cfg, spec.name)
+        self.state = State.DEFINED
+        self.reason = ""
+        self.monitor: Monitor | None = None
+        self.proc: ProcessHandle | None = None
+        self.record: runtime.RuntimeRecord | None = None
+        self.started_at: float | None = None
+        self.graphics: list[dict[str, Any]] = []
+        self._notify = notify
+        self._lock = asyncio.Lock()
+        self._changed = asyncio.Event()
+        self._shutdown_seen = False
+        self._shutdown_info: dict[str, Any] = {}
+        self._destroy_requested = False
+        self._exit_task: asyncio.Task | None = None
+        self._shutdown_task: asyncio.Task | None = None
+        self._destroy_reason = "destroyed"
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    # -- state -----------------------------------------------------------------------
+
+    def _set_state(self, new: State, reason: str = "", force: bool = False) -> None:
+        old = self.state
+        if not force:
+            check_transition(old, new)
+        if new == old and reason == self.reason:
+            return
+        self.state, self.reason = new, reason
+        ev, self._changed = self._changed, asyncio.Event()
+        ev.set()
+        log.info("%s: %s -> %s%s", self.name, old, new, f" ({reason})" if reason else "")
+        self._notify(self, {"type": "state", "vm": self.name, "uuid": self.spec.uuid,
+                            "state": str(new), "previous": str(old), "reason": reason,
+                            "time": time.time()})
+
+    async def wait_state(self, accept: Callable[[State], bool], timeout: float | None) -> bool:
+        """Wait until `accept(state)`; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not accept(self.state):
+            ev = self._changed
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(ev.wait(), remaining)
+            except asyncio.TimeoutError:
+                return accept(self.state)
+        return True
+
+    def _require(self, verb: str) -> None:
+        if not can(verb, self.state):
+            raise WrongState(f"cannot {verb} {self.name!r}: it is {self.state}",
+                             {"name": self.name, "state": str(self.state)})
+
+    # -- QMP events and process exit -----------------------------------------------
+
+    def _on_qmp_event(self, event: str, data: dict[str, Any]) -> None:
+        if event == "SHUTDOWN":
+            self._shutdown_seen = True
+            self._shutdown_info = data
+        new = on_event(self.state, event, data)
+        if new != self.state:
+            reason = {"STOP": "paused", "RESUME": "resumed",
+                      "SHUTDOWN": f"shutdown ({data.get('reason', 'unknown')})"}.get(event, event)
+            self._set_state(new, reason)
+        if event in ("RESET", "POWERDOWN", "DEVICE_DELETED", "GUEST_PANICKED", "BLOCK_IO_ERROR"):
+            self._notify(self, {"type": "qmp", "vm": self.name, "uuid": self.spec.uuid,
+                                "event": event, "data": data, "time": time.time()})
+
+    async def _on_qmp_lost(self) -> None:
+        if self.proc is not None and self.proc.alive and self.monitor is not None:
+            log.warning("%s: QMP connection lost while QEMU runs; reconnecting", self.name)
+            await self.monitor.close()
+            mon = Monitor(self.name, self._on_qmp_event, self._on_qmp_lost)
+            try:
+                await mon.connect(self.paths.qmp, self.cfg.qmp_connect_timeout)
+                self.monitor = mon
+            except KvmdError as e:
+                log.error("%s: QMP reconnect failed: %s", self.name, e)
+
+    async def _watch_exit(self, proc: ProcessHandle) -> None:
+        info: ExitInfo = await proc.exited()
+        await self._finish(info)
+
+    async def _finish(self, info: ExitInfo) -> None:
+        if self.monitor is not None:
+            await self.monitor.close()
+            self.monitor = None
+        self.proc = None
+        runtime.remove(self.cfg.run_dir, self.name)
+        for path in (self.paths.qmp, self.paths.console, self.paths.qga):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        if self.state == State.STARTING:
+            new, reason = State.STOPPED, f"failed to start: {info.describe()}"
+            tail = log_tail(self.paths.log)
+            if tail:
+                reason += f": {tail}"
+        else:
+            new = on_exit(self.state, self._shutdown_seen, self._destroy_requested)
+            if new == State.CRASHED:
+                reason = info.describe()
+                tail = log_tail(self.paths.log, 4)
+                if tail:
+                    reason += f"; last QEMU output: {tail}"
+            elif self._destroy_requested:
+                reason = self._destroy_reason
+            elif self._shutdown_info.get("guest"):
+                reason = "guest shut down"
+            else:
+                reason = f"shutdown ({self._shutdown_info.get('reason', 'host')})"
+        self.live_spec = None
+        self.graphics = []
+        self._set_state(new, reason, force=True)
+
+    # -- lifecycle verbs -------------------------------------------------------------
+
+    async def start(self, paused: bool = False) -> None:
+        async with self._lock:
+            self._require("start")
+            spec = copy.deepcopy(self.spec)
+            caps = probe.probe(self.cfg.qemu)
+            sockets = [self.paths.qmp, self.paths.console, self.paths.qga]
+            hostcheck.check(spec, sockets, cmdline.OVMF_CODE)
+            nvram = None
+            if spec.boot.firmware == "uefi":
+                nvram = spec.boot.nvram or self.paths.nvram
+                if not os.path.exists(nvram):
+                    os.makedirs(os.path.dirname(nvram), exist_ok=True)
+                    shutil.copyfile(cmdline.OVMF_VARS, nvram)
+            for path in sockets:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                listener.bind(self.paths.qmp)
+                os.chmod(self.paths.qmp, 0o600)
+                listener.listen(4)
+                opts = cmdline.LaunchOptions(
+                    binary=caps.binary, accels=tuple(self.cfg.accel), qmp_fd=listener.fileno(),
+                    serial_socket=self.paths.console, serial_log=self.paths.console_log,
+                    qga_socket=self.paths.qga, nvram=nvram,
+                    sandbox=self.cfg.sandbox and caps.sandbox,
+                    run_as=self.cfg.run_as, run_with=caps.run_with)
+                argv = cmdline.build_argv(spec, opts)
+                self._shutdown_seen = self._destroy_requested = False
+                self._shutdown_info = {}
+                self._set_state(State.STARTING, "starting")
+                try:
+                    popen = spawn(argv, [listener.fileno()], self.paths.log)
+                except OSError as e:
+                    self._set_state(State.STOPPED, f"failed to start: {e}")
+                    raise QemuFailure(f"cannot run {caps.binary}: {e}") from None
+            finally:
+                listener.close()
+            self.proc = ProcessHandle(popen.pid, popen)
+            self.live_spec = spec
+            self.started_at = time.time()
+            self.record = runtime.RuntimeRecord(
+                name=self.name, uuid=spec.uuid, pid=popen.pid,
+                start_time=start_time(popen.pid), qmp=self.paths.qmp, argv=argv,
+                spec=to_dict(spec), persistent=self.persistent, started_at=self.started_at)
+            self._exit_task = asyncio.create_task(self._watch_exit(self.proc), name=f"exit-{self.name}")
+            try:
+                runtime.save(self.cfg.run_dir, self.record)
+                self.monitor = Monitor(self.name, self._on_qmp_event, self._on_qmp_lost)
+                await self.monitor.connect(self.paths.qmp, self.cfg.qmp_connect_timeout)
+                await self._post_launch(spec)
+                if paused:
+                    self._set_state(State.PAUSED, "started paused")
+                else:
+                    await self.monitor.execute("cont")
+                    if self.state == State.STARTING:
+                        self._set_state(State.RUNNING, "booted")
+            except (KvmdError, OSError) as e:
+                await self._abort_start()
+                msg = self.reason if self.reason.startswith("failed to start") else f"failed to start: {e}"
+                raise QemuFailure(f"{self.name}: {msg}") from None
+
+    async def _abort_start(self) -> None:
+        proc = self.proc
+        if proc is not None:
+            proc.send(signal.SIGKILL)
+        if self._exit_task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._exit_task), 10)
+
+    async def _post_launch(self, spec: VMSpec) -> None:
+        """Setup between launch and `cont`: display passwords, actual display ports."""
+        assert self.monitor is not None
+        for gfx in spec.graphics:
+            if gfx.password:
+                await self.monitor.execute("set_password", {"protocol": gfx.type, "password": gfx.password})
+        self.graphics = []
+        if any(g.type == "vnc" for g in spec.graphics):
+            vnc = await self.monitor.execute("query-vnc")
+            self.graphics.append({"type": "vnc", "host": vnc.get("host"), "port": int(vnc.get("service", 0))})
+        if any(g.type == "spice" for g in spec.graphics):
+            sp = await self.monitor.execute("query-spice")
+            self.graphics.append({"type": "spice", "host": sp.get("host"), "port": sp.get("port")})
+
+    async def attach(self, record: runtime.RuntimeRecord) -> bool:
+        """Re-adopt the QEMU in `record` after a kvmd restart; False if it is gone."""
+        if not is_vm_process(record.pid, record.uuid, record.start_time):
+            return False
+        try:
+            proc = ProcessHandle(record.pid, None)
+        except OSError:
+            return False
+        self.proc, self.record = proc, record
+        self.started_at = record.started_at
+        self.live_spec = from_dict(record.spec)
+        self._exit_task = asyncio.create_task(self._watch_exit(proc), name=f"exit-{self.name}")
+        self.monitor = Monitor(self.name, self._on_qmp_event, self._on_qmp_lost)
+        try:
+            await self.monitor.connect(record.qmp, self.cfg.qmp_connect_timeout)
+            status = await self.monitor.execute("query-status")
+            await self._post_launch_info(self.live_spec)
+        except KvmdError as e:
+            # QEMU lives but will not talk: keep it, report it, never kill it.
+            self._set_state(State.RUNNING, f"re-attached without QMP: {e}", force=True)
+            return True
+        st = status.get("status")
+        if status.get("running"):
+            self._set_state(State.RUNNING, "re-attached", force=True)
+        elif st == "shutdown":
+            self._shutdown_seen = True
+            self._set_state(State.SHUTTING_DOWN, "re-attached while shutting down", force=True)
+        else:
+            self._set_state(State.PAUSED, f"re-attached ({st})", force=True)
+        return True
+
+    async def _post_launch_info(self, spec: VMSpec) -> None:
+        assert self.monitor is not None
+        self.graphics = []
+        if any(g.type == "vnc" for g in spec.graphics):
+            vnc = await self.monitor.execute("query-vnc")
+            self.graphics.append({"type": "vnc", "host": vnc.get("host"), "port": int(vnc.get("service", 0))})
+
+    async def _qmp(self, verb: str, cmd: str, args: dict | None = None) -> Any:
+        self._require(verb)
+        if self.monitor is None or not self.monitor.connected:
+            raise QemuFailure(f"{self.name}: no QMP connection to QEMU")
+        return await self.monitor.execute(cmd, args)
+
+    async def pause(self) -> None:
+        async with self._lock:
+            await self._qmp("pause", "stop")
+            if self.state == State.RUNNING:
+                self._set_state(State.PAUSED, "paused")
+
+    async def resume(self) -> None:
+        async with self._lock:
+            await self._qmp("resume", "cont")
+            if self.state == State.PAUSED:
+                self._set_state(State.RUNNING, "resumed")
+
+    async def reset(self) -> None:
+        async with self._lock:
+            await self._qmp("reset", "system_reset")
+
+    async def shutdown(self, timeout: float | None = None, wait: bool = True) -> State:
+        """ACPI power button; destroy if the guest is still up after `timeout` seconds."""
+        timeout = self.cfg.shutdown_timeout if timeout is None else timeout
+        async with self._lock:
+            if self.state != State.SHUTTING_DOWN:
+                await self._qmp("shutdown", "system_powerdown")
+                self._set_state(State.SHUTTING_DOWN, "ACPI shutdown requested")
+            if self._shutdown_task is None or self._shutdown_task.done():
+                self._shutdown_task = asyncio.create_task(self._shutdown_deadline(timeout))
+        if wait:
+            await asyncio.shield(self._shutdown_task)
+        return self.state
+
+    async def _shutdown_deadline(self, timeout: float) -> None:
+        if not await self.wait_state(lambda s: s in INACTIVE, timeout):
+            if self.state in ACTIVE:
+                await self.destroy(reason=f"guest did not shut down within {timeout:g}s; destroyed")
+
+    async def destroy(self, reason: str = "destroyed") -> None:
+        """Power off now: SIGTERM (QEMU exits cleanly), SIGKILL after the grace time."""
+        self._require("destroy")
+        proc = self.proc
+        self._destroy_requested = True
+        self._destroy_reason = reason
+        if proc is None:
+            return
+        exited = proc.exited()
+        if proc.send(signal.SIGTERM):
+            try:
+                await asyncio.wait_for(asyncio.shield(exited), self.cfg.destroy_grace)
+            except asyncio.TimeoutError:
+                proc.send(signal.SIGKILL)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(exited), 30)
+        if not await self.wait_state(lambda s: s in INACTIVE, 10):
+            raise Timeout(f"{self.name}: QEMU did not exit after SIGKILL")
+
+    async def detach(self) -> None:
+        """Let go of QEMU (kvmd is stopping): close QMP and the pidfd; QEMU keeps running."""
+        if self._exit_task is not None:
+            self._exit_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._exit_task
+        if self.monitor is not None:
+            await self.monitor.close()
+            self.monitor = None
+        if self.proc is not None:
+            self.proc.close()
+
+    # -- reporting -------------------------------------------------------------------
+
+    def info(self, with_spec: bool = False) -> dict[str, Any]:
+        spec = self.live_spec or self.spec
+        out: dict[str, Any] = {
+            "name": self.name,
+            "uuid": spec.uuid,
+            "state": str(self.state),
+            "reason": self.reason,
+            "persistent": self.persistent,
+            "vcpus": spec.cpu.count,
+            "memory": spec.memory.size,
+            "pid": self.proc.pid if self.proc else None,
+            "startedAt": self.started_at if self.state in ACTIVE else None,
+            "uptime": round(time.time() - self.started_at, 3) if self.started_at and self.state in ACTIVE else None,
+            "console": self.paths.console if self.state in ACTIVE and spec.serial.type == "socket" else None,
+            "consoleLog": self.paths.console_log,
+            "guestAgent": self.paths.qga if self.state in ACTIVE and spec.guest_agent else None,
+            "graphics": list(self.graphics),
+            "log": self.paths.log,
+        }
+        if with_spec:
+            out["spec"] = to_dict(spec)
+            if self.live_spec is not None and self.persistent:
+                out["definition"] = to_dict(self.spec)
+        return out
+
