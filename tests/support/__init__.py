@@ -1,0 +1,1 @@
+"""Test support: real daemons, real QEMU, cleanup that always runs."""
