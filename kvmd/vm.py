@@ -129,6 +129,8 @@ class VM:
             self._shutdown_seen = True
             self._shutdown_info = data
         new = on_event(self.state, event, data)
+        if event == "SHUTDOWN" and self._destroy_requested:
+            new = self.state  # our own SIGTERM: the exit that follows reports it
         if new != self.state:
             reason = {"STOP": "paused", "RESUME": "resumed",
                       "SHUTDOWN": f"shutdown ({data.get('reason', 'unknown')})"}.get(event, event)

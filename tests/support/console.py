@@ -41,11 +41,13 @@ class Console:
     def run(self, command: str, timeout: float = 30.0) -> str:
         """Type a shell command; return its output (counter lines filtered out)."""
         token = f"END{time.monotonic_ns()}"
+        done = f"{token}-42"  # only the shell's output has it; an echoed command line has $((..))
         start = len(self.buf)
-        self.sock.sendall(f"{command}; echo {token}\n".encode())
-        self.expect(token + "\r\n", timeout)
-        out = self.buf[start:].decode(errors="replace")
-        self.buf = self.buf[self.buf.index(token.encode() + b"\r\n") + len(token) + 2:]
+        self.sock.sendall(f"{command}; echo {token}-$((40+2))\n".encode())
+        self.expect(done + "\r\n", timeout)
+        end = self.buf.index(done.encode() + b"\r\n", start)
+        out = self.buf[start:end].decode(errors="replace")
+        self.buf = self.buf[end + len(done) + 2:]
         lines = [ln for ln in out.replace("\r", "").split("\n")
                  if not ln.startswith("KVMD-COUNTER") and token not in ln]
         return "\n".join(lines)
