@@ -30,8 +30,11 @@ test: deps
 test-fast: deps
 	$(VENV)/bin/pytest -q -m "not slow"
 
+# The demo guest runs under TCG unless KVMD_ACCEL says otherwise: nested /dev/kvm on
+# these hosts hangs Linux guests early in boot (DESIGN.md).
 run: deps
-	$(PY) -m kvmd.demo
+	KVMD_ACCEL=$${KVMD_ACCEL:-tcg} $(PY) -m kvmd.demo --kernel build/guest/vmlinuz \
+	    --initrd build/guest/initramfs.img --cmdline "$$(cat build/guest/cmdline)"
 
 stop:
 	$(PY) -m kvmd.demo --stop

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -37,6 +38,9 @@ async def serve(cfg: config.Config, ready: asyncio.Event | None = None) -> None:
     await manager.load()
     server = Server(manager, cfg.socket_path, cfg.socket_group)
     await server.start()
+    pidfile = os.path.join(cfg.run_dir, "kvmd.pid")
+    with open(pidfile, "w") as f:
+        f.write(f"{os.getpid()}\n")
     log.info("kvmd %s serving on %s (%d VMs known)", __version__, cfg.socket_path, len(manager.vms))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -50,6 +54,8 @@ async def serve(cfg: config.Config, ready: asyncio.Event | None = None) -> None:
         log.info("stopping: VMs keep running")
         await server.close()
         await manager.close()
+        with contextlib.suppress(OSError):
+            os.unlink(pidfile)
 
 
 def main(argv: list[str] | None = None) -> int:
