@@ -60,6 +60,15 @@ class Manager:
         if callback in self._subscribers:
             self._subscribers.remove(callback)
 
+    def _new_vm(self, spec: VMSpec, persistent: bool) -> VM:
+        vm = VM(spec, self.cfg, persistent, self._notify)
+        vm.on_change = self._save_definition
+        return vm
+
+    def _save_definition(self, vm: VM) -> None:
+        if vm.persistent:
+            self.store.save(vm.spec)
+
     def _notify(self, vm: VM, event: dict[str, Any]) -> None:
         for callback in list(self._subscribers):
             try:
@@ -77,7 +86,7 @@ class Manager:
         for path, reason in self.load_problems:
             log.error("cannot load definition %s: %s", path, reason)
         for spec in specs:
-            self.vms[spec.name] = VM(spec, self.cfg, True, self._notify)
+            self.vms[spec.name] = self._new_vm(spec, True)
         records = runtime.load_all(self.cfg.run_dir)
         await asyncio.gather(*(self._recover(rec) for rec in records))
 
@@ -89,7 +98,7 @@ class Manager:
             except SpecError as e:
                 log.error("runtime record of %s unreadable: %s", rec.name, e)
                 return
-            vm = VM(spec, self.cfg, False, self._notify)
+            vm = self._new_vm(spec, False)
             self.vms[rec.name] = vm
         if await vm.attach(rec):
             log.info("%s: re-attached to QEMU pid %d (%s)", rec.name, rec.pid, vm.state)
@@ -151,7 +160,7 @@ class Manager:
             return vm.info()
         self._check_new(spec)
         self.store.save(spec)
-        vm = VM(spec, self.cfg, True, self._notify)
+        vm = self._new_vm(spec, True)
         self.vms[spec.name] = vm
         return vm.info()
 
@@ -168,7 +177,7 @@ class Manager:
         if spec.name in self.vms:
             raise AlreadyExists(f"a VM named {spec.name!r} already exists", {"name": spec.name})
         self._check_new(spec)
-        vm = VM(spec, self.cfg, False, self._notify)
+        vm = self._new_vm(spec, False)
         self._admit(vm)
         self.vms[spec.name] = vm
         try:

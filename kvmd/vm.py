@@ -74,6 +74,9 @@ class VM:
         self.started_at: float | None = None
         self.graphics: list[dict[str, Any]] = []
         self._notify = notify
+        self.on_change: Callable[[VM], None] | None = None  # persist spec changes (manager)
+        self._waiters: list[tuple[Callable[[str, dict[str, Any]], bool], asyncio.Future]] = []
+        self.device_handlers: list[Callable[[VM, str, dict[str, Any]], None]] = []
         self._lock = asyncio.Lock()
         self._changed = asyncio.Event()
         self._shutdown_seen = False
@@ -124,7 +127,22 @@ class VM:
 
     # -- QMP events and process exit -----------------------------------------------
 
+    def wait_event(self, match: Callable[[str, dict[str, Any]], bool]) -> asyncio.Future:
+        """A future resolved with (event, data) for the next QMP event `match` accepts.
+
+        Register it *before* issuing the command that causes the event.
+        """
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.append((match, fut))
+        fut.add_done_callback(lambda f: self._waiters.remove((match, fut)) if (match, fut) in self._waiters else None)
+        return fut
+
     def _on_qmp_event(self, event: str, data: dict[str, Any]) -> None:
+        for match, fut in list(self._waiters):
+            if not fut.done() and match(event, data):
+                fut.set_result((event, data))
+        for handler in list(self.device_handlers):
+            handler(self, event, data)
         if event == "SHUTDOWN":
             self._shutdown_seen = True
             self._shutdown_info = data
@@ -308,6 +326,24 @@ class VM:
         if any(g.type == "vnc" for g in spec.graphics):
             vnc = await self.monitor.execute("query-vnc")
             self.graphics.append({"type": "vnc", "host": vnc.get("host"), "port": int(vnc.get("service", 0))})
+
+    async def qmp(self, cmd: str, args: dict | None = None, timeout: float | None = None) -> Any:
+        """Run a QMP command on this active VM (WrongState if it is not running)."""
+        if self.state not in ACTIVE or self.state == State.STARTING:
+            raise WrongState(f"{self.name!r} is {self.state}", {"name": self.name, "state": str(self.state)})
+        if self.monitor is None or not self.monitor.connected:
+            raise QemuFailure(f"{self.name}: no QMP connection to QEMU")
+        return await self.monitor.execute(cmd, args, timeout)
+
+    def changed(self) -> None:
+        """The live spec (and maybe the definition) changed: persist it."""
+        if self.record is not None and self.live_spec is not None:
+            self.record.spec = to_dict(self.live_spec)
+            self.record.spec_revision = ""
+            self.record.__post_init__()
+            runtime.save(self.cfg.run_dir, self.record)
+        if self.on_change is not None:
+            self.on_change(self)
 
     async def _qmp(self, verb: str, cmd: str, args: dict | None = None) -> Any:
         self._require(verb)

@@ -12,9 +12,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any, get_type_hints
 
 from kvmd.errors import InvalidParams, MethodNotFound
+from kvmd import agent, hotplug, stats, tuning
 from kvmd.manager import Manager
 
 Handler = Callable[..., Awaitable[Any]]
+
+
+# Feature modules each contribute `api_methods(manager) -> {name: coroutine}`.
+FEATURES = (hotplug, stats, agent, tuning)
 
 
 class Methods:
@@ -64,6 +69,8 @@ class Methods:
             "vm.shutdown": shutdown, "vm.destroy": destroy, "vm.list": list_, "vm.info": info,
             "host.info": host_info,
         }
+        for feature in FEATURES:
+            self.table.update(feature.api_methods(m))
 
     def names(self) -> list[str]:
         return sorted(self.table)
