@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 
-from kvmd import __version__, config
+from kvmd import __version__, config, storage
 from kvmd.api.server import Server
 from kvmd.errors import KvmdError
 from kvmd.manager import Manager
@@ -54,6 +54,7 @@ async def serve(cfg: config.Config, ready: asyncio.Event | None = None) -> None:
         log.info("stopping: VMs keep running")
         await server.close()
         await manager.close()
+        await storage.close()
         with contextlib.suppress(OSError):
             os.unlink(pidfile)
 

@@ -26,6 +26,9 @@ QUOTA_EXCEEDED = 7
 PERMISSION_DENIED = 8
 STORAGE_FAILURE = 9
 NOT_SUPPORTED = 10
+AGENT_UNRESPONSIVE = 11
+NO_SUCH_DEVICE = 12
+AGENT_ERROR = 13
 
 
 class KvmdError(Exception):
@@ -104,3 +107,19 @@ class InvalidParams(KvmdError):
 
 class MethodNotFound(KvmdError):
     code = METHOD_NOT_FOUND
+
+
+class NoSuchDevice(KvmdError):
+    code = NO_SUCH_DEVICE
+
+
+class AgentUnresponsive(KvmdError):
+    """The guest agent did not answer in time (not running, not installed, guest busy)."""
+
+    code = AGENT_UNRESPONSIVE
+
+
+class AgentError(KvmdError):
+    """The guest agent answered, with an error (its own words are in the message)."""
+
+    code = AGENT_ERROR

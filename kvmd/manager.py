@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from kvmd import __version__, runtime
+from kvmd import __version__, hotplug, runtime
 from kvmd.config import Config
 from kvmd.errors import AlreadyExists, NoSuchVM, QuotaExceeded, SpecError, WrongState
 from kvmd.qemu import pci, probe
@@ -63,6 +63,7 @@ class Manager:
     def _new_vm(self, spec: VMSpec, persistent: bool) -> VM:
         vm = VM(spec, self.cfg, persistent, self._notify)
         vm.on_change = self._save_definition
+        vm.device_handlers.append(hotplug.on_device_event)
         return vm
 
     def _save_definition(self, vm: VM) -> None:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kvmd import hostcheck, runtime
+from kvmd import hostcheck, netdev, runtime
 from kvmd.config import Config
 from kvmd.errors import KvmdError, QemuFailure, Timeout, WrongState
 from kvmd.qemu import cmdline, probe
@@ -77,6 +77,7 @@ class VM:
         self.on_change: Callable[[VM], None] | None = None  # persist spec changes (manager)
         self._waiters: list[tuple[Callable[[str, dict[str, Any]], bool], asyncio.Future]] = []
         self.device_handlers: list[Callable[[VM, str, dict[str, Any]], None]] = []
+        self.removals: dict[str, asyncio.Task] = {}  # device id -> finishing unplug
         self._lock = asyncio.Lock()
         self._changed = asyncio.Event()
         self._shutdown_seen = False
@@ -85,6 +86,11 @@ class VM:
         self._exit_task: asyncio.Task | None = None
         self._shutdown_task: asyncio.Task | None = None
         self._destroy_reason = "destroyed"
+
+    @property
+    def lock(self) -> asyncio.Lock:
+        """Serialises operations that change the VM (lifecycle, hotplug)."""
+        return self._lock
 
     @property
     def name(self) -> str:
@@ -211,7 +217,7 @@ class VM:
             spec = copy.deepcopy(self.spec)
             caps = probe.probe(self.cfg.qemu)
             sockets = [self.paths.qmp, self.paths.console, self.paths.qga]
-            hostcheck.check(spec, sockets, cmdline.OVMF_CODE)
+            await hostcheck.check(spec, sockets, cmdline.OVMF_CODE)
             nvram = None
             if spec.boot.firmware == "uefi":
                 nvram = spec.boot.nvram or self.paths.nvram
@@ -221,6 +227,7 @@ class VM:
             for path in sockets:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
+            taps = netdev.open_taps(spec)
             listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 listener.bind(self.paths.qmp)
@@ -231,18 +238,20 @@ class VM:
                     serial_socket=self.paths.console, serial_log=self.paths.console_log,
                     qga_socket=self.paths.qga, nvram=nvram,
                     sandbox=self.cfg.sandbox and caps.sandbox,
-                    run_as=self.cfg.run_as, run_with=caps.run_with)
+                    run_as=self.cfg.run_as, run_with=caps.run_with, tap_fds=taps)
                 argv = cmdline.build_argv(spec, opts)
                 self._shutdown_seen = self._destroy_requested = False
                 self._shutdown_info = {}
                 self._set_state(State.STARTING, "starting")
                 try:
-                    popen = spawn(argv, [listener.fileno()], self.paths.log)
+                    popen = spawn(argv, [listener.fileno(), *taps.values()], self.paths.log)
                 except OSError as e:
                     self._set_state(State.STOPPED, f"failed to start: {e}")
                     raise QemuFailure(f"cannot run {caps.binary}: {e}") from None
             finally:
                 listener.close()
+                for fd in taps.values():
+                    os.close(fd)
             self.proc = ProcessHandle(popen.pid, popen)
             self.live_spec = spec
             self.started_at = time.time()

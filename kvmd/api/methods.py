@@ -12,14 +12,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any, get_type_hints
 
 from kvmd.errors import InvalidParams, MethodNotFound
-from kvmd import agent, hotplug, stats, tuning
+from kvmd import agent, hotplug, stats, storage, tuning
 from kvmd.manager import Manager
 
 Handler = Callable[..., Awaitable[Any]]
 
 
 # Feature modules each contribute `api_methods(manager) -> {name: coroutine}`.
-FEATURES = (hotplug, stats, agent, tuning)
+FEATURES = (hotplug, stats, agent, tuning, storage)
 
 
 class Methods:

@@ -111,45 +111,77 @@ def blockdev_args(disk: Disk) -> list[dict]:
     return [proto, fmt]
 
 
-def disk_device(spec: VMSpec, disk: Disk, bootindex: int | None, scsi_lun: int = 0,
-                sata_port: int = 0) -> str:
-    """The `-device` option string of one disk."""
+def render(props: dict[str, object]) -> str:
+    """A device/netdev property dict (QMP form) as a command-line option string."""
+    props = dict(props)
+    head = str(props.pop("driver", props.pop("type", "")))
+    return _opts(head, **{k.replace("-", "_"): v for k, v in props.items()})
+
+
+def _props(head_key: str, head: str, **kv: object) -> dict[str, object]:
+    out: dict[str, object] = {head_key: head}
+    out.update({k.replace("_", "-"): v for k, v in kv.items() if v is not None})
+    return out
+
+
+def disk_device_props(spec: VMSpec, disk: Disk, bootindex: int | None, scsi_lun: int = 0,
+                      sata_port: int = 0) -> dict[str, object]:
+    """The device properties of one disk, in QMP `device_add` form."""
     _, _, write_cache = CACHE[disk.cache]
     drive = f"fmt-{disk.name}" if disk.path else None
     common = dict(id=device_id(disk), drive=drive, bootindex=bootindex)
     if disk.bus == "virtio":
         where = pci.place(spec, disk.slot if disk.slot is not None else 0)
-        return _opts("virtio-blk-pci", bus=where.bus, addr=where.addr, **common,
-                     serial=disk.serial, write_cache=write_cache)
+        return _props("driver", "virtio-blk-pci", bus=where.bus, addr=where.addr, **common,
+                      serial=disk.serial, write_cache=write_cache)
     if disk.bus == "scsi":
         model = "scsi-cd" if disk.media == "cdrom" else "scsi-hd"
         extra = {} if disk.media == "cdrom" else {"write_cache": write_cache}
-        return _opts(model, bus="scsi0.0", channel=0, scsi_id=0, lun=scsi_lun, **common,
-                     serial=disk.serial, **extra)
+        return _props("driver", model, bus="scsi0.0", channel=0, scsi_id=0, lun=scsi_lun, **common,
+                      serial=disk.serial, **extra)
     model = "ide-cd" if disk.media == "cdrom" else "ide-hd"
     if spec.is_q35:
         bus, unit = f"ide.{sata_port}", None
     else:
         bus, unit = f"ide.{sata_port // 2}", sata_port % 2
     extra = {} if disk.media == "cdrom" else {"write_cache": write_cache}
-    return _opts(model, bus=bus, unit=unit, **common, serial=disk.serial, **extra)
+    return _props("driver", model, bus=bus, unit=unit, **common, serial=disk.serial, **extra)
+
+
+def disk_device(spec: VMSpec, disk: Disk, bootindex: int | None, scsi_lun: int = 0,
+                sata_port: int = 0) -> str:
+    """The `-device` option string of one disk."""
+    return render(disk_device_props(spec, disk, bootindex, scsi_lun, sata_port))
+
+
+def netdev_props(nic: Nic, tap_fd: int | str | None) -> dict[str, object] | None:
+    """The netdev of one NIC in QMP `netdev_add` form (None for backend `none`).
+
+    `tap_fd` is an inherited fd number on the command line, or a `getfd` name in QMP.
+    """
+    if nic.backend == "user":
+        return _props("type", "user", id=f"netdev-{nic.name}")
+    if nic.backend == "tap":
+        if tap_fd is not None:
+            return _props("type", "tap", id=f"netdev-{nic.name}", fd=str(tap_fd))
+        return _props("type", "tap", id=f"netdev-{nic.name}", ifname=nic.tap, script="no", downscript="no")
+    return None
+
+
+NIC_MODELS = {"virtio": "virtio-net-pci", "e1000": "e1000", "rtl8139": "rtl8139"}
+
+
+def nic_device_props(spec: VMSpec, nic: Nic, bootindex: int | None) -> dict[str, object]:
+    where = pci.place(spec, nic.slot if nic.slot is not None else 0)
+    return _props("driver", NIC_MODELS[nic.model], id=device_id(nic),
+                  netdev=f"netdev-{nic.name}" if nic.backend != "none" else None,
+                  mac=nic.mac, bus=where.bus, addr=where.addr, bootindex=bootindex)
 
 
 def nic_args(spec: VMSpec, nic: Nic, bootindex: int | None, tap_fd: int | None) -> tuple[str | None, str]:
     """(netdev option string or None, device option string) for one NIC."""
-    netdev = None
-    if nic.backend == "user":
-        netdev = _opts("user", id=f"netdev-{nic.name}")
-    elif nic.backend == "tap":
-        if tap_fd is not None:
-            netdev = _opts("tap", id=f"netdev-{nic.name}", fd=tap_fd)
-        else:
-            netdev = _opts("tap", id=f"netdev-{nic.name}", ifname=nic.tap, script="no", downscript="no")
-    model = {"virtio": "virtio-net-pci", "e1000": "e1000", "rtl8139": "rtl8139"}[nic.model]
-    where = pci.place(spec, nic.slot if nic.slot is not None else 0)
-    device = _opts(model, id=device_id(nic), netdev=f"netdev-{nic.name}" if netdev else None,
-                   mac=nic.mac, bus=where.bus, addr=where.addr, bootindex=bootindex)
-    return netdev, device
+    netdev = netdev_props(nic, tap_fd)
+    return (render(netdev) if netdev else None), render(nic_device_props(spec, nic, bootindex))
 
 
 def build_argv(spec: VMSpec, opts: LaunchOptions) -> list[str]:

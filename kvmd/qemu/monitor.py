@@ -67,7 +67,7 @@ class Monitor:
         except asyncio.TimeoutError:
             raise Timeout(f"{self.name}: QMP command {cmd} timed out after {timeout:g}s") from None
         except ExecuteError as e:
-            raise QemuFailure(f"{self.name}: {cmd}: {e.error.desc}", {"class": e.error_class}) from None
+            raise QemuFailure(f"{self.name}: {cmd}: {e.error.error.desc}", {"class": e.error_class}) from None
         except (QMPError, OSError, EOFError) as e:
             raise QemuFailure(f"{self.name}: {cmd} failed: QMP connection lost ({e or type(e).__name__})") from None
 
