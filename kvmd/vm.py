@@ -156,7 +156,8 @@ class VM:
         if event == "SHUTDOWN" and self._destroy_requested:
             new = self.state  # our own SIGTERM: the exit that follows reports it
         if new != self.state:
-            reason = {"STOP": "paused", "RESUME": "resumed",
+            resumed = "booted" if self.state == State.STARTING else "resumed"
+            reason = {"STOP": "paused", "RESUME": resumed,
                       "SHUTDOWN": f"shutdown ({data.get('reason', 'unknown')})"}.get(event, event)
             self._set_state(new, reason)
         if event in ("RESET", "POWERDOWN", "DEVICE_DELETED", "GUEST_PANICKED", "BLOCK_IO_ERROR"):
