@@ -4,7 +4,10 @@ One JSON file per running VM in the run dir, written atomically when QEMU is lau
 and removed when it ends. Versioned (`version: 1`). It holds the pid with its /proc
 start time (so a reused pid is never adopted), the QMP socket, the full QEMU argv, the
 running spec (which may differ from the persistent definition, or be the only copy for
-a transient VM) and its revision.
+a transient VM) and its revision, and the VM's cgroups (removed when QEMU is gone).
+
+`ended_while_away` says what is known of a QEMU that ended while no kvmd watched it:
+there is no exit status then, only what QEMU wrote to its log in that run.
 """
 
 from __future__ import annotations
@@ -13,11 +16,14 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from kvmd import store
+from kvmd.qemu.process import log_tail
+from kvmd.states import State
 
 VERSION = 1
 
@@ -35,6 +41,7 @@ class RuntimeRecord:
     started_at: float = field(default_factory=time.time)
     spec_revision: str = ""
     version: int = VERSION
+    cgroups: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.spec_revision:
@@ -47,7 +54,7 @@ def path_for(run_dir: str, name: str) -> str:
 
 
 def save(run_dir: str, record: RuntimeRecord) -> None:
-    store.write_json(path_for(run_dir, record.name), asdict(record))
+    store.write_json(path_for(run_dir, record.name), asdict(record), durable=False)
 
 
 def remove(run_dir: str, name: str) -> None:
@@ -68,3 +75,24 @@ def load_all(run_dir: str) -> list[RuntimeRecord]:
         except (OSError, ValueError, TypeError):
             continue
     return out
+
+
+_SIGNALLED = re.compile(r"terminating on signal (\d+)(?: from pid (\d+))?(?: \(([^)]*)\))?")
+_CRASH = re.compile(r"(?i)assert|abort|segmentation fault|core dumped|fatal|panic|killed")
+
+
+def ended_while_away(record: RuntimeRecord, log_path: str) -> tuple[State, str]:
+    """(state, reason) of a VM whose QEMU ended while kvmd was not running."""
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.started_at))
+    base = f"QEMU ended while kvmd was not running (pid {record.pid}, started {since})"
+    tail = log_tail(log_path, 4)
+    m = _SIGNALLED.search(tail)
+    if m:
+        signum, pid, comm = m.groups()
+        who = f" from pid {pid}" + (f" ({comm})" if comm else "") if pid else ""
+        return State.STOPPED, f"{base}: terminated by signal {signum}{who}"
+    if tail and _CRASH.search(tail):
+        return State.CRASHED, f"{base}; last QEMU output: {tail}"
+    if tail:
+        return State.STOPPED, f"{base}; exit status unknown; last QEMU output: {tail}"
+    return State.STOPPED, f"{base}; exit status unknown, QEMU logged nothing"

@@ -19,7 +19,12 @@ from kvmd.errors import SpecError, StorageFailure
 from kvmd.spec import VMSpec, dumps, loads
 
 
-def atomic_write(path: str, data: bytes, mode: int = 0o600) -> None:
+def atomic_write(path: str, data: bytes, mode: int = 0o600, durable: bool = True) -> None:
+    """Replace `path` with `data` atomically; `durable` also fsyncs file and directory.
+
+    Records under the run dir (tmpfs, gone with the OS, whose loss kills QEMU anyway)
+    skip the fsyncs: the rename alone protects them against a kvmd crash.
+    """
     directory = os.path.dirname(path) or "."
     fd, tmp = -1, ""
     try:
@@ -28,11 +33,14 @@ def atomic_write(path: str, data: bytes, mode: int = 0o600) -> None:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
         os.close(fd)
         fd = -1
         os.rename(tmp, path)
         tmp = ""
+        if not durable:
+            return
         dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.fsync(dfd)
@@ -49,8 +57,8 @@ def atomic_write(path: str, data: bytes, mode: int = 0o600) -> None:
                 os.unlink(tmp)
 
 
-def write_json(path: str, obj: Any) -> None:
-    atomic_write(path, json.dumps(obj, indent=1, sort_keys=True).encode())
+def write_json(path: str, obj: Any, durable: bool = True) -> None:
+    atomic_write(path, json.dumps(obj, indent=1, sort_keys=True).encode(), durable=durable)
 
 
 def read_json(path: str) -> Any:

@@ -22,12 +22,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kvmd import hostcheck, netdev, runtime
+from kvmd import cgroups, hostcheck, netdev, qga, runtime
 from kvmd.config import Config
-from kvmd.errors import KvmdError, QemuFailure, Timeout, WrongState
+from kvmd.errors import InvalidParams, KvmdError, QemuFailure, Timeout, WrongState
 from kvmd.qemu import cmdline, probe
 from kvmd.qemu.monitor import Monitor
-from kvmd.qemu.process import ExitInfo, ProcessHandle, is_vm_process, log_tail, spawn, start_time
+from kvmd.qemu.process import ExitInfo, ProcessHandle, hand_over, is_vm_process, log_tail, spawn, start_time
 from kvmd.spec import VMSpec, from_dict, to_dict
 from kvmd.states import ACTIVE, INACTIVE, State, can, check_transition, on_event, on_exit
 
@@ -165,6 +165,13 @@ class VM:
                                 "event": event, "data": data, "time": time.time()})
 
     async def _on_qmp_lost(self) -> None:
+        if self._destroy_requested or self._shutdown_seen:
+            return  # QEMU is on its way out; the exit watcher reports it
+        proc = self.proc
+        if proc is not None and proc.alive:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(proc.exited()), 1.0)
+                return  # QEMU ended: the exit watcher reports it
         if self.proc is not None and self.proc.alive and self.monitor is not None:
             log.warning("%s: QMP connection lost while QEMU runs; reconnecting", self.name)
             await self.monitor.close()
@@ -185,6 +192,7 @@ class VM:
             self.monitor = None
         self.proc = None
         runtime.remove(self.cfg.run_dir, self.name)
+        await cgroups.remove_async(self.record.cgroups if self.record else [])
         for path in (self.paths.qmp, self.paths.console, self.paths.qga):
             with contextlib.suppress(OSError):
                 os.unlink(path)
@@ -245,6 +253,7 @@ class VM:
                 self._shutdown_info = {}
                 self._set_state(State.STARTING, "starting")
                 try:
+                    hand_over([self.paths.log, self.paths.console_log, nvram], self.cfg.run_as)
                     popen = spawn(argv, [listener.fileno(), *taps.values()], self.paths.log)
                 except OSError as e:
                     self._set_state(State.STOPPED, f"failed to start: {e}")
@@ -258,13 +267,17 @@ class VM:
             self.started_at = time.time()
             self.record = runtime.RuntimeRecord(
                 name=self.name, uuid=spec.uuid, pid=popen.pid,
-                start_time=start_time(popen.pid), qmp=self.paths.qmp, argv=argv,
+                start_time=None, qmp=self.paths.qmp, argv=argv,
                 spec=to_dict(spec), persistent=self.persistent, started_at=self.started_at)
             self._exit_task = asyncio.create_task(self._watch_exit(self.proc), name=f"exit-{self.name}")
             try:
+                self.record.cgroups = cgroups.place_vm(self.cfg, self.name, popen.pid, spec)
                 runtime.save(self.cfg.run_dir, self.record)
                 self.monitor = Monitor(self.name, self._on_qmp_event, self._on_qmp_lost)
                 await self.monitor.connect(self.paths.qmp, self.cfg.qmp_connect_timeout)
+                # /proc/<pid>/stat blocks while QEMU is still exec'ing: read it once it talks
+                self.record.start_time = start_time(popen.pid)
+                runtime.save(self.cfg.run_dir, self.record)
                 await self._post_launch(spec)
                 if paused:
                     self._set_state(State.PAUSED, "started paused")
@@ -377,11 +390,19 @@ class VM:
         async with self._lock:
             await self._qmp("reset", "system_reset")
 
-    async def shutdown(self, timeout: float | None = None, wait: bool = True) -> State:
-        """ACPI power button; destroy if the guest is still up after `timeout` seconds."""
+    async def shutdown(self, timeout: float | None = None, wait: bool = True, mode: str = "acpi") -> State:
+        """ACPI power button (mode "acpi") or the guest agent's guest-shutdown (mode
+        "agent", which has no reply); destroy if the guest is still up after `timeout` s."""
+        if mode not in ("acpi", "agent"):
+            raise InvalidParams(f"shutdown mode must be 'acpi' or 'agent', not {mode!r}", {"param": "mode"})
         timeout = self.cfg.shutdown_timeout if timeout is None else timeout
         async with self._lock:
-            if self.state != State.SHUTTING_DOWN:
+            if self.state != State.SHUTTING_DOWN and mode == "agent":
+                self._require("shutdown")
+                await qga.for_vm(self).shutdown(limit=timeout)
+                if self.state in (State.RUNNING, State.PAUSED):
+                    self._set_state(State.SHUTTING_DOWN, "guest agent shutdown requested")
+            elif self.state != State.SHUTTING_DOWN:
                 await self._qmp("shutdown", "system_powerdown")
                 self._set_state(State.SHUTTING_DOWN, "ACPI shutdown requested")
             if self._shutdown_task is None or self._shutdown_task.done():
