@@ -4,11 +4,21 @@ Defaults follow who runs the daemon: root gets the system instance (`/var/lib/kv
 `/run/kvmd`); anyone else gets a per-user instance under their XDG directories.
 `KVMD_ACCEL` (e.g. `tcg`) overrides the accelerator list — the test suite uses it, since
 nested `/dev/kvm` here hangs Linux guests.
+
+Without `XDG_RUNTIME_DIR` a per-user instance falls back to `/tmp/kvmd-UID/kvmd`;
+`private_dir` makes sure such a directory (and its parent in /tmp) is a real directory
+owned by the user with mode 0700 before any socket goes into it, so nobody else can
+pre-create or swap it. `check` is what `kvmd --check-config` runs on top of parsing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import grp
 import os
+import pwd
+import re
+import stat
 from dataclasses import dataclass, field, fields
 
 import yaml
@@ -17,6 +27,7 @@ from kvmd.errors import SpecError
 from kvmd.spec.reader import Problems, Section
 
 ACCELS = ("kvm", "tcg")
+_CGROUP_NAME = re.compile(r"^(?!\.\.?$)[A-Za-z0-9_.-]+$")
 
 
 def default_dirs(uid: int | None = None) -> tuple[str, str]:
@@ -38,6 +49,13 @@ class Quotas:
 
 
 @dataclass
+class CgroupSettings:
+    enabled: bool = True
+    name: str | None = None    # default: kvmd / kvmd-UID (+ run-dir hash if not default)
+    parent: str | None = None  # default: / as root, the daemon's own cgroup otherwise
+
+
+@dataclass
 class Config:
     state_dir: str = ""
     run_dir: str = ""
@@ -50,6 +68,7 @@ class Config:
     run_as: str | None = None
     socket_group: str | None = None
     quotas: Quotas = field(default_factory=Quotas)
+    cgroups: CgroupSettings = field(default_factory=CgroupSettings)
 
     def __post_init__(self) -> None:
         state, run = default_dirs()
@@ -82,6 +101,86 @@ def load(path: str | None = None, **overrides: object) -> Config:
     return cfg
 
 
+def private_dir(path: str) -> None:
+    """Create `path` (0700) and make sure nobody else can enter, replace or pre-create it.
+
+    `path` must end up a real directory owned by us, mode 0700; its parent must be ours
+    or root's (and then not writable by others unless sticky). The per-user fallback
+    parent `/tmp/kvmd-UID` is created 0700 here; one that someone else made is refused.
+    Raises PermissionError saying what is wrong.
+    """
+    uid = os.getuid()
+    path = os.path.abspath(path)
+    parent = os.path.dirname(path)
+    fallback = parent == os.path.join("/tmp", f"kvmd-{uid}")
+    if fallback:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(parent, 0o700)
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    for d in (parent, path):
+        st = os.lstat(d)
+        if not stat.S_ISDIR(st.st_mode):
+            raise PermissionError(f"{d} is not a directory (a symlink?); refusing to use it")
+        ours = st.st_uid == uid
+        if d == path and not ours or not ours and st.st_uid != 0:
+            raise PermissionError(f"{d} belongs to uid {st.st_uid}, not to uid {uid}; refusing to use it")
+        if d == path or fallback:
+            if stat.S_IMODE(st.st_mode) != 0o700:
+                os.chmod(d, 0o700)
+        elif not ours and st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+            raise PermissionError(f"{d} is writable by other users; refusing to use it")
+
+
+def check(cfg: Config) -> list[tuple[str, str]]:
+    """Host-level problems of a parsed configuration, by field path (`--check-config`)."""
+    from kvmd.qemu import probe  # only here: the daemon's hot path does not need it at import
+
+    problems: list[tuple[str, str]] = []
+    caps = None
+    try:
+        caps = probe.probe(cfg.qemu)
+    except probe.ProbeError as e:
+        problems.append(("qemu", str(e)))
+    if "tcg" not in cfg.accel and not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        problems.append(("accel", "/dev/kvm is not usable here and tcg is not in the list"))
+    if cfg.run_as:
+        try:
+            pwd.getpwnam(cfg.run_as)
+        except KeyError:
+            problems.append(("runAs", f"no such user: {cfg.run_as}"))
+        if os.getuid() != 0:
+            problems.append(("runAs", "only the system instance (root) can run QEMU as another user"))
+        if caps is not None and not (caps.runas or caps.run_with):
+            problems.append(("runAs", f"{caps.binary} has neither -run-with nor -runas"))
+    if cfg.socket_group:
+        try:
+            grp.getgrnam(cfg.socket_group)
+        except KeyError:
+            problems.append(("socketGroup", f"no such group: {cfg.socket_group}"))
+    for key, path in (("stateDir", cfg.state_dir), ("runDir", cfg.run_dir)):
+        existing = path
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+            problems.append((key, f"cannot create or write {path} ({existing} is not a writable directory)"))
+    if cfg.cgroups.parent is not None and not cfg.cgroups.parent.startswith("/"):
+        problems.append(("cgroups.parent", "must be an absolute cgroup path such as /machine"))
+    return problems
+
+
+def to_doc(cfg: Config) -> dict[str, object]:
+    """The effective settings, with the config file's key names."""
+    q, cg = cfg.quotas, cfg.cgroups
+    return {
+        "stateDir": cfg.state_dir, "runDir": cfg.run_dir, "socket": cfg.socket_path,
+        "qemu": cfg.qemu, "accel": list(cfg.accel), "shutdownTimeout": cfg.shutdown_timeout,
+        "destroyGrace": cfg.destroy_grace, "sandbox": cfg.sandbox, "runAs": cfg.run_as,
+        "socketGroup": cfg.socket_group,
+        "quotas": {"maxVms": q.max_vms, "maxVcpus": q.max_vcpus, "maxMemory": q.max_memory},
+        "cgroups": {"enabled": cg.enabled, "name": cg.name, "parent": cg.parent},
+    }
+
+
 def _parse(doc: object) -> dict[str, object]:
     problems = Problems()
     sec = Section(doc, "", problems)
@@ -89,9 +188,10 @@ def _parse(doc: object) -> dict[str, object]:
         "state_dir": sec.str("stateDir"),
         "run_dir": sec.str("runDir"),
         "qemu": sec.str("qemu"),
-        "accel": sec.str_list("accel", list(ACCELS)),
-        "shutdown_timeout": sec.int("shutdownTimeout", minimum=0),
-        "destroy_grace": sec.int("destroyGrace", minimum=0),
+        "accel": sec.str_list("accel", list(ACCELS),
+                              check=lambda a: None if a in ACCELS else "must be one of " + ", ".join(ACCELS)),
+        "shutdown_timeout": sec.number("shutdownTimeout", minimum=0),
+        "destroy_grace": sec.number("destroyGrace", minimum=0),
         "sandbox": sec.bool("sandbox", True),
         "run_as": sec.str("runAs"),
         "socket_group": sec.str("socketGroup"),
@@ -100,6 +200,11 @@ def _parse(doc: object) -> dict[str, object]:
     out["quotas"] = Quotas(max_vms=q.int("maxVms", minimum=0), max_vcpus=q.int("maxVcpus", minimum=0),
                            max_memory=q.size("maxMemory"))
     q.finish()
+    cg = sec.section("cgroups")
+    name = cg.str("name", pattern=_CGROUP_NAME,
+                  pattern_reason="must be a plain name such as kvmd (letters, digits, . _ -)")
+    out["cgroups"] = CgroupSettings(enabled=cg.bool("enabled", True), name=name, parent=cg.str("parent"))
+    cg.finish()
     sec.finish()
     if problems:
         raise SpecError(problems)

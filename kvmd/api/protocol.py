@@ -47,13 +47,13 @@ def parse_request(obj: Any) -> Request | dict[str, Any]:
     if not isinstance(obj, dict):
         return error_response(None, errors.INVALID_REQUEST, "invalid request: not an object")
     id_ = obj.get("id")
+    if "id" in obj and not (id_ is None or isinstance(id_, (str, int)) and not isinstance(id_, bool)):
+        return error_response(None, errors.INVALID_REQUEST, "invalid request: id must be a string, number or null")
     if obj.get("jsonrpc") != "2.0":
         return error_response(id_, errors.INVALID_REQUEST, "invalid request: jsonrpc must be \"2.0\"")
     method = obj.get("method")
     if not isinstance(method, str) or not method:
         return error_response(id_, errors.INVALID_REQUEST, "invalid request: method must be a non-empty string")
-    if "id" in obj and not (id_ is None or isinstance(id_, (str, int)) and not isinstance(id_, bool)):
-        return error_response(None, errors.INVALID_REQUEST, "invalid request: id must be a string, number or null")
     params = obj.get("params", {})
     if not isinstance(params, (dict, list)):
         return error_response(id_, errors.INVALID_REQUEST, "invalid request: params must be an object or array")
@@ -66,6 +66,8 @@ def parse_line(line: bytes) -> tuple[list[Request | dict[str, Any]], bool]:
         obj = json.loads(line)
     except (ValueError, UnicodeDecodeError) as e:
         return [error_response(None, errors.PARSE_ERROR, f"parse error: {e}")], False
+    except RecursionError:
+        return [error_response(None, errors.PARSE_ERROR, "parse error: nested too deeply")], False
     if isinstance(obj, list):
         if not obj:
             return [error_response(None, errors.INVALID_REQUEST, "invalid request: empty batch")], False

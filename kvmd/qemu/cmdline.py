@@ -269,7 +269,7 @@ def build_argv(spec: VMSpec, opts: LaunchOptions) -> list[str]:
     # graphics
     if spec.graphics:
         video = "qxl-vga" if any(g.type == "spice" for g in spec.graphics) else "VGA"
-        argv += ["-device", _opts(video, id="video0", bus=root, addr=hex(pci.VIDEO_ADDR))]
+        argv += ["-device", _opts(video, id="video0", bus=root, addr=hex(pci.video_addr(spec)))]
         for gfx in spec.graphics:
             if gfx.type == "vnc":
                 if gfx.port:

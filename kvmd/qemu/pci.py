@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from kvmd.spec.model import VMSpec
 
 # Root-bus addresses of the fixed devices.
-VIDEO_ADDR = 0x01
+VIDEO_ADDR = 0x01  # q35; on pc 00:01.0 is the PIIX3 ISA bridge, see video_addr()
+PC_VIDEO_ADDR = 0x02  # where QEMU itself puts the VGA on pc
 SCSI_ADDR = 0x05
 VSERIAL_ADDR = 0x06
 BALLOON_ADDR = 0x07
@@ -27,6 +28,11 @@ PC_MAX_SLOTS = LAST_PORT_SLOT - FIRST_PORT_SLOT + 1
 
 def root_bus(spec: VMSpec) -> str:
     return "pcie.0" if spec.is_q35 else "pci.0"
+
+
+def video_addr(spec: VMSpec) -> int:
+    """Root-bus slot of the video device (00:01.0 on pc belongs to the PIIX3)."""
+    return VIDEO_ADDR if spec.is_q35 else PC_VIDEO_ADDR
 
 
 def max_slots(spec: VMSpec) -> int:
@@ -43,11 +49,14 @@ def hotpluggable(spec: VMSpec) -> list:
 def assign_slots(spec: VMSpec) -> dict[int, object]:
     """Fill in `slot` on every slot-taking device that lacks one; return slot -> device.
 
-    Raises ValueError when the machine has no room left.
+    Raises ValueError when the machine has no room left, or an explicit slot is beyond it.
     """
     devices = hotpluggable(spec)
     used = {dev.slot: dev for dev in devices if dev.slot is not None}
     limit = max_slots(spec)
+    for slot, dev in sorted(used.items()):
+        if slot >= limit:
+            raise ValueError(f"{dev.name}: slot {slot} does not exist (the machine has {limit}: 0-{limit - 1})")
     nxt = 0
     for dev in devices:
         if dev.slot is None:

@@ -85,6 +85,18 @@ class Section:
             return default
         return value
 
+    def number(self, key: str, default: Any = None, *, minimum: float | None = None) -> Any:
+        value = self._get(key)
+        if value is _MISSING or value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.fail(key, "must be a number")
+            return default
+        if minimum is not None and value < minimum:
+            self.fail(key, f"must be at least {minimum:g}")
+            return default
+        return value
+
     def bool(self, key: str, default: bool) -> bool:
         value = self._get(key)
         if value is _MISSING or value is None:
