@@ -35,12 +35,15 @@ test-fast: deps
 run: deps
 	KVMD_ACCEL=$${KVMD_ACCEL:-tcg} $(PY) -m kvmd.demo --kernel build/guest/vmlinuz \
 	    --initrd build/guest/initramfs.img --cmdline "$$(cat build/guest/cmdline)"
+	$(PY) -m vdsm.demo
 
 stop:
+	-$(PY) -m vdsm.demo --stop
 	$(PY) -m kvmd.demo --stop
 
 bench: deps
 	$(PY) bench/start_latency.py
+	$(PY) bench/recovery.py --vms 100
 
 lint: venv
 	$(VENV)/bin/pip install -q ruff

@@ -69,6 +69,10 @@ class Config:
     socket_group: str | None = None
     quotas: Quotas = field(default_factory=Quotas)
     cgroups: CgroupSettings = field(default_factory=CgroupSettings)
+    # the API on TCP for migration peers (kvmd.migration.listener): "HOST:PORT", and the
+    # shared secret file both ends use (the listener's, and a source's to connect)
+    api_tcp: str | None = None
+    peer_token_file: str | None = None
 
     def __post_init__(self) -> None:
         state, run = default_dirs()
@@ -101,18 +105,21 @@ def load(path: str | None = None, **overrides: object) -> Config:
     return cfg
 
 
-def private_dir(path: str) -> None:
+def private_dir(path: str, group: str | None = None) -> None:
     """Create `path` (0700) and make sure nobody else can enter, replace or pre-create it.
 
-    `path` must end up a real directory owned by us, mode 0700; its parent must be ours
-    or root's (and then not writable by others unless sticky). The per-user fallback
-    parent `/tmp/kvmd-UID` is created 0700 here; one that someone else made is refused.
-    Raises PermissionError saying what is wrong.
+    `path` must end up a real directory owned by us, mode 0700 (0710 and owned by
+    `group` when the socket is shared with a group, which may then only reach the
+    socket, not list the directory); its parent must be ours or root's (and then not
+    writable by others unless sticky). The per-user fallback parent `/tmp/kvmd-UID` is
+    created here the same way; one that someone else made is refused. Raises
+    PermissionError saying what is wrong.
     """
     uid = os.getuid()
     path = os.path.abspath(path)
     parent = os.path.dirname(path)
     fallback = parent == os.path.join("/tmp", f"kvmd-{uid}")
+    mode = 0o710 if group else 0o700
     if fallback:
         with contextlib.suppress(FileExistsError):
             os.mkdir(parent, 0o700)
@@ -125,8 +132,10 @@ def private_dir(path: str) -> None:
         if d == path and not ours or not ours and st.st_uid != 0:
             raise PermissionError(f"{d} belongs to uid {st.st_uid}, not to uid {uid}; refusing to use it")
         if d == path or fallback:
-            if stat.S_IMODE(st.st_mode) != 0o700:
-                os.chmod(d, 0o700)
+            if group:
+                os.chown(d, -1, grp.getgrnam(group).gr_gid)
+            if stat.S_IMODE(st.st_mode) != mode:
+                os.chmod(d, mode)
         elif not ours and st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
             raise PermissionError(f"{d} is writable by other users; refusing to use it")
 
@@ -178,6 +187,7 @@ def to_doc(cfg: Config) -> dict[str, object]:
         "socketGroup": cfg.socket_group,
         "quotas": {"maxVms": q.max_vms, "maxVcpus": q.max_vcpus, "maxMemory": q.max_memory},
         "cgroups": {"enabled": cg.enabled, "name": cg.name, "parent": cg.parent},
+        "apiTcp": {"listen": cfg.api_tcp, "tokenFile": cfg.peer_token_file},
     }
 
 
@@ -205,6 +215,9 @@ def _parse(doc: object) -> dict[str, object]:
                   pattern_reason="must be a plain name such as kvmd (letters, digits, . _ -)")
     out["cgroups"] = CgroupSettings(enabled=cg.bool("enabled", True), name=name, parent=cg.str("parent"))
     cg.finish()
+    tcp = sec.section("apiTcp")
+    out["api_tcp"], out["peer_token_file"] = tcp.str("listen"), tcp.str("tokenFile")
+    tcp.finish()
     sec.finish()
     if problems:
         raise SpecError(problems)

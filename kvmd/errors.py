@@ -29,6 +29,7 @@ NOT_SUPPORTED = 10
 AGENT_UNRESPONSIVE = 11
 NO_SUCH_DEVICE = 12
 AGENT_ERROR = 13
+MIGRATION_FAILED = 14
 
 
 class KvmdError(Exception):
@@ -123,3 +124,9 @@ class AgentError(KvmdError):
     """The guest agent answered, with an error (its own words are in the message)."""
 
     code = AGENT_ERROR
+
+
+class MigrationFailed(KvmdError):
+    """A migration failed or was cancelled, or the destination kvmd cannot be reached."""
+
+    code = MIGRATION_FAILED

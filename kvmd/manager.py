@@ -16,12 +16,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from kvmd import __version__, hotplug, runtime
-from kvmd.config import Config
+from kvmd import __version__, cgroups, hotplug, runtime
+from kvmd.config import Config, private_dir
 from kvmd.errors import AlreadyExists, NoSuchVM, QuotaExceeded, SpecError, WrongState
 from kvmd.qemu import pci, probe
 from kvmd.spec import VMSpec, from_dict, loads
-from kvmd.states import ACTIVE, INACTIVE, State
+from kvmd.states import ACTIVE, INACTIVE
 from kvmd.store import DefinitionStore
 from kvmd.vm import VM
 
@@ -48,8 +48,9 @@ class Manager:
         self._subscribers: list[Subscriber] = []
         self.load_problems: list[tuple[str, str]] = []
         self.started = time.time()
-        for d in (cfg.run_dir, os.path.join(cfg.state_dir, "logs")):
-            os.makedirs(d, mode=0o700, exist_ok=True)
+        private_dir(cfg.run_dir, cfg.socket_group)
+        os.makedirs(os.path.join(cfg.state_dir, "logs"), mode=0o700, exist_ok=True)
+        self.cgroups = cgroups.for_config(cfg)
 
     # -- events ------------------------------------------------------------------------
 
@@ -90,6 +91,7 @@ class Manager:
             self.vms[spec.name] = self._new_vm(spec, True)
         records = runtime.load_all(self.cfg.run_dir)
         await asyncio.gather(*(self._recover(rec) for rec in records))
+        self.cgroups.prune({p for vm in self.vms.values() if vm.proc and vm.record for p in vm.record.cgroups})
 
     async def _recover(self, rec: runtime.RuntimeRecord) -> None:
         vm = self.vms.get(rec.name)
@@ -105,9 +107,11 @@ class Manager:
             log.info("%s: re-attached to QEMU pid %d (%s)", rec.name, rec.pid, vm.state)
             return
         runtime.remove(self.cfg.run_dir, rec.name)
+        await cgroups.remove_async(rec.cgroups)
+        state, reason = runtime.ended_while_away(rec, vm.paths.log)
+        log.warning("%s: %s", rec.name, reason)
         if vm.persistent:
-            vm.state = State.STOPPED
-            vm.reason = "QEMU ended while kvmd was not running"
+            vm.state, vm.reason = state, reason
         else:
             self.vms.pop(rec.name, None)
 
@@ -212,9 +216,10 @@ class Manager:
         await vm.reset()
         return vm.info()
 
-    async def shutdown(self, name: str, timeout: float | None = None, wait: bool = True) -> dict[str, Any]:
+    async def shutdown(self, name: str, timeout: float | None = None, wait: bool = True,
+                       mode: str = "acpi") -> dict[str, Any]:
         vm = self.get(name)
-        await vm.shutdown(timeout=timeout, wait=wait)
+        await vm.shutdown(timeout=timeout, wait=wait, mode=mode)
         return vm.info()
 
     async def destroy(self, name: str) -> dict[str, Any]:
@@ -248,6 +253,7 @@ class Manager:
             "memory": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
             "vms": {"defined": len(self.vms), "active": len(active)},
             "quotas": {"maxVms": q.max_vms, "maxVcpus": q.max_vcpus, "maxMemory": q.max_memory},
+            "cgroups": self.cgroups.to_json(),
             "loadProblems": [{"path": p, "reason": r} for p, r in self.load_problems],
             "uptime": round(time.time() - self.started, 3),
         }

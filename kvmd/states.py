@@ -4,6 +4,11 @@ each state accepts, and how QMP events and process exit move a VM.
     defined -> starting -> running <-> paused -> shutting-down -> stopped
                                \\______________________________-> crashed
 
+Live migration adds `migrating-out` (source: entered from running/paused; back to
+running/paused when the migration fails or is cancelled, stopped once it completed and
+QEMU ended) and `migrating-in` (destination, and a snapshot restore: entered from
+starting; running/paused once the incoming state is loaded and resumed).
+
 `vm.py` feeds it QMP events (STOP, RESUME, SHUTDOWN, ...) and the QEMU process's exit;
 nothing here does I/O, so every transition is unit-tested on its own.
 """
@@ -21,23 +26,32 @@ class State(str, Enum):
     SHUTTING_DOWN = "shutting-down"
     STOPPED = "stopped"
     CRASHED = "crashed"
+    MIGRATING_OUT = "migrating-out"
+    MIGRATING_IN = "migrating-in"
 
     def __str__(self) -> str:
         return self.value
 
 
 INACTIVE = frozenset({State.DEFINED, State.STOPPED, State.CRASHED})
-ACTIVE = frozenset({State.STARTING, State.RUNNING, State.PAUSED, State.SHUTTING_DOWN})
+ACTIVE = frozenset({State.STARTING, State.RUNNING, State.PAUSED, State.SHUTTING_DOWN,
+                    State.MIGRATING_OUT, State.MIGRATING_IN})
 
 TRANSITIONS: dict[State, frozenset[State]] = {
     State.DEFINED: frozenset({State.STARTING}),
     State.STOPPED: frozenset({State.STARTING}),
     State.CRASHED: frozenset({State.STARTING}),
     State.STARTING: frozenset({State.RUNNING, State.PAUSED, State.SHUTTING_DOWN, State.STOPPED,
-                               State.CRASHED}),
-    State.RUNNING: frozenset({State.PAUSED, State.SHUTTING_DOWN, State.STOPPED, State.CRASHED}),
-    State.PAUSED: frozenset({State.RUNNING, State.SHUTTING_DOWN, State.STOPPED, State.CRASHED}),
+                               State.CRASHED, State.MIGRATING_IN}),
+    State.RUNNING: frozenset({State.PAUSED, State.SHUTTING_DOWN, State.STOPPED, State.CRASHED,
+                              State.MIGRATING_OUT}),
+    State.PAUSED: frozenset({State.RUNNING, State.SHUTTING_DOWN, State.STOPPED, State.CRASHED,
+                             State.MIGRATING_OUT}),
     State.SHUTTING_DOWN: frozenset({State.STOPPED, State.CRASHED, State.RUNNING, State.PAUSED}),
+    State.MIGRATING_OUT: frozenset({State.RUNNING, State.PAUSED, State.SHUTTING_DOWN, State.STOPPED,
+                                    State.CRASHED}),
+    State.MIGRATING_IN: frozenset({State.RUNNING, State.PAUSED, State.SHUTTING_DOWN, State.STOPPED,
+                                   State.CRASHED}),
 }
 
 # verb -> states in which it is accepted
@@ -48,6 +62,10 @@ VERBS: dict[str, frozenset[State]] = {
     "reset": frozenset({State.RUNNING, State.PAUSED}),
     "shutdown": frozenset({State.RUNNING, State.PAUSED, State.SHUTTING_DOWN}),
     "destroy": ACTIVE,
+    "migrate": frozenset({State.RUNNING, State.PAUSED}),
+    "migrate_cancel": frozenset({State.MIGRATING_OUT}),
+    "snapshot": frozenset({State.RUNNING, State.PAUSED}) | INACTIVE,
+    "revert": frozenset({State.RUNNING, State.PAUSED}) | INACTIVE,
 }
 
 

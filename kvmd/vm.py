@@ -10,6 +10,7 @@ earlier kvmd, without pausing, resuming or restarting it.
 from __future__ import annotations
 
 import asyncio
+import calendar
 import contextlib
 import copy
 import logging
@@ -27,7 +28,15 @@ from kvmd.config import Config
 from kvmd.errors import InvalidParams, KvmdError, QemuFailure, Timeout, WrongState
 from kvmd.qemu import cmdline, probe
 from kvmd.qemu.monitor import Monitor
-from kvmd.qemu.process import ExitInfo, ProcessHandle, hand_over, is_vm_process, log_tail, spawn, start_time
+from kvmd.qemu.process import (
+    ExitInfo,
+    ProcessHandle,
+    hand_over,
+    is_vm_process,
+    log_tail,
+    spawn,
+    start_time,
+)
 from kvmd.spec import VMSpec, from_dict, to_dict
 from kvmd.states import ACTIVE, INACTIVE, State, can, check_transition, on_event, on_exit
 
@@ -220,10 +229,14 @@ class VM:
 
     # -- lifecycle verbs -------------------------------------------------------------
 
-    async def start(self, paused: bool = False) -> None:
+    async def start(self, paused: bool = False, incoming: str | None = None,
+                    spec: VMSpec | None = None) -> None:
+        """Launch QEMU. `incoming` (e.g. "defer") waits for a migration stream in state
+        migrating-in instead of running; `spec` launches that spec instead of the
+        definition (a migration's running spec, a snapshot's)."""
         async with self._lock:
             self._require("start")
-            spec = copy.deepcopy(self.spec)
+            spec = copy.deepcopy(spec or self.spec)
             caps = probe.probe(self.cfg.qemu)
             sockets = [self.paths.qmp, self.paths.console, self.paths.qga]
             await hostcheck.check(spec, sockets, cmdline.OVMF_CODE)
@@ -247,7 +260,7 @@ class VM:
                     serial_socket=self.paths.console, serial_log=self.paths.console_log,
                     qga_socket=self.paths.qga, nvram=nvram,
                     sandbox=self.cfg.sandbox and caps.sandbox,
-                    run_as=self.cfg.run_as, run_with=caps.run_with, tap_fds=taps)
+                    run_as=self.cfg.run_as, run_with=caps.run_with, tap_fds=taps, incoming=incoming)
                 argv = cmdline.build_argv(spec, opts)
                 self._shutdown_seen = self._destroy_requested = False
                 self._shutdown_info = {}
@@ -279,7 +292,9 @@ class VM:
                 self.record.start_time = start_time(popen.pid)
                 runtime.save(self.cfg.run_dir, self.record)
                 await self._post_launch(spec)
-                if paused:
+                if incoming:
+                    self._set_state(State.MIGRATING_IN, "waiting for the incoming migration")
+                elif paused:
                     self._set_state(State.PAUSED, "started paused")
                 else:
                     await self.monitor.execute("cont")
@@ -304,6 +319,9 @@ class VM:
         for gfx in spec.graphics:
             if gfx.password:
                 await self.monitor.execute("set_password", {"protocol": gfx.type, "password": gfx.password})
+                if gfx.password_valid_to:
+                    when = calendar.timegm(time.strptime(gfx.password_valid_to, "%Y-%m-%dT%H:%M:%S"))
+                    await self.monitor.execute("expire_password", {"protocol": gfx.type, "time": str(when)})
         self.graphics = []
         if any(g.type == "vnc" for g in spec.graphics):
             vnc = await self.monitor.execute("query-vnc")
@@ -314,15 +332,17 @@ class VM:
 
     async def attach(self, record: runtime.RuntimeRecord) -> bool:
         """Re-adopt the QEMU in `record` after a kvmd restart; False if it is gone."""
-        if not is_vm_process(record.pid, record.uuid, record.start_time):
-            return False
-        try:
+        try:  # pidfd first: then the pid cannot be recycled between check and adoption
             proc = ProcessHandle(record.pid, None)
         except OSError:
             return False
+        if not is_vm_process(record.pid, record.uuid, record.start_time):
+            proc.close()
+            return False
         self.proc, self.record = proc, record
         self.started_at = record.started_at
-        self.live_spec = from_dict(record.spec)
+        # a transient VM's spec was just parsed from this very record: do not parse twice
+        self.live_spec = self.spec if not self.persistent else from_dict(record.spec)
         self._exit_task = asyncio.create_task(self._watch_exit(proc), name=f"exit-{self.name}")
         self.monitor = Monitor(self.name, self._on_qmp_event, self._on_qmp_lost)
         try:

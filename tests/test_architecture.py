@@ -1,4 +1,4 @@
-"""The layering contract (setup.cfg [importlinter]): vdsm -> compat -> kvmd, never up."""
+"""The layering contract (setup.cfg [importlinter]): vdsm -> hooks -> compat -> kvmd, never up."""
 
 from __future__ import annotations
 

@@ -12,14 +12,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any, get_type_hints
 
 from kvmd.errors import InvalidParams, MethodNotFound
-from kvmd import agent, hotplug, stats, storage, tuning
+from kvmd import agent, hotplug, metadata, migration, snapshot, stats, storage, tuning
 from kvmd.manager import Manager
 
 Handler = Callable[..., Awaitable[Any]]
 
 
 # Feature modules each contribute `api_methods(manager) -> {name: coroutine}`.
-FEATURES = (hotplug, stats, agent, tuning, storage)
+FEATURES = (hotplug, stats, agent, tuning, storage, metadata, migration, snapshot)
 
 
 class Methods:
@@ -48,8 +48,9 @@ class Methods:
         async def reset(name: str) -> dict:
             return await m.reset(name)
 
-        async def shutdown(name: str, timeout: float | None = None, wait: bool = True) -> dict:
-            return await m.shutdown(name, timeout=timeout, wait=wait)
+        async def shutdown(name: str, timeout: float | None = None, wait: bool = True,
+                           mode: str = "acpi") -> dict:
+            return await m.shutdown(name, timeout=timeout, wait=wait, mode=mode)
 
         async def destroy(name: str) -> dict:
             return await m.destroy(name)

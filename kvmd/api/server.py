@@ -135,18 +135,28 @@ class Server:
         self.connections: set[Connection] = set()
 
     async def start(self) -> None:
+        # bind and listen under a temporary name, then rename into place: the socket
+        # appears already listening with its final mode (no refused connect, no window
+        # with a wider mode)
+        tmp = self.path + ".new"
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+            os.unlink(tmp)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)
         try:
-            self._server = await asyncio.start_unix_server(self._accept, path=self.path, limit=protocol.MAX_LINE)
+            sock.bind(tmp)
+        except OSError:
+            sock.close()
+            raise
         finally:
             os.umask(old)
         if self.group:
-            os.chown(self.path, -1, grp.getgrnam(self.group).gr_gid)
-            os.chmod(self.path, 0o660)
+            os.chown(tmp, -1, grp.getgrnam(self.group).gr_gid)
+            os.chmod(tmp, 0o660)
         else:
-            os.chmod(self.path, 0o600)
+            os.chmod(tmp, 0o600)
+        self._server = await asyncio.start_unix_server(self._accept, sock=sock, limit=protocol.MAX_LINE)
+        os.rename(tmp, self.path)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         sock = writer.get_extra_info("socket")
@@ -156,7 +166,10 @@ class Server:
                 None, errors.PERMISSION_DENIED, f"permission denied: uid {uid} may not use this kvmd (owner uid {self.uid})")))
             with contextlib.suppress(Exception):
                 await writer.drain()
-                writer.close()
+                # let a request already on its way arrive before closing: closing with
+                # unread data would reset the connection and the peer might never read why
+                await asyncio.wait_for(reader.readline(), 2)
+            writer.close()
             return
         conn = Connection(self, reader, writer)
         self.connections.add(conn)

@@ -139,6 +139,8 @@ def cmd_shutdown(c: Client, args: argparse.Namespace) -> int:
     params: dict[str, Any] = {"name": args.name, "wait": not args.no_wait}
     if args.timeout is not None:
         params["timeout"] = args.timeout
+    if args.mode != "acpi":
+        params["mode"] = args.mode
     info = _call(c, "vm.shutdown", f"cannot shut down {args.name!r}", **params)
     return _done(args, info, "shutdown requested" if args.no_wait else "shut down")
 
@@ -160,10 +162,38 @@ def cmd_info(c: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stats(c: Client, args: argparse.Namespace) -> int:
+    from kvmd.cli import statsview
+
+    params: dict[str, Any] = {"names": [args.name]} if args.name else {}
+    stats = _call(c, "vm.stats", f"cannot get stats of {args.name!r}" if args.name else "cannot get stats",
+                  **params)
+    if args.json:
+        emit(output.to_json(stats[args.name] if args.name else stats))
+    else:
+        emit(statsview.stats_detail(args.name, stats[args.name]) if args.name else statsview.stats_table(stats))
+    return 0
+
+
 def cmd_host_info(c: Client, args: argparse.Namespace) -> int:
     info = _call(c, "host.info", "cannot get host info")
     emit(output.to_json(info) if args.json else output.host_info(info))
     return 0
+
+
+def cmd_migrate(c: Client, args: argparse.Namespace) -> int:
+    from kvmd.cli import migrateview
+
+    params: dict[str, Any] = {"name": args.name, "dest": args.dest, "wait": False, "postcopy": args.postcopy,
+                              "auto_converge": args.auto_converge, "copy_storage": args.copy_storage,
+                              "keep_source": args.keep_source}
+    for key in ("bandwidth", "downtime", "storage_dir"):
+        if getattr(args, key) is not None:
+            params[key] = getattr(args, key)
+    _call(c, "vm.migrate", f"cannot migrate {args.name!r}", **params)
+    st = migrateview.follow(c, args.name, show=not args.json and not args.no_progress and sys.stderr.isatty())
+    emit(output.to_json(st) if args.json else migrateview.summary(st))
+    return 0 if st["state"] == "completed" else EXIT_FAILED
 
 
 def cmd_console(c: Client, args: argparse.Namespace) -> int:
@@ -292,11 +322,15 @@ def build_parser() -> Parser:
     sp.add_argument("name", metavar="NAME")
     sp.add_argument("--timeout", type=float, metavar="S", help="seconds before destroy (default: daemon's)")
     sp.add_argument("--no-wait", action="store_true", help="return once the shutdown is requested")
+    sp.add_argument("--mode", choices=("acpi", "agent"), default="acpi",
+                    help="ACPI power button (default) or the guest agent's guest-shutdown")
     add("list", cmd_list, "list VMs: name, state, uuid, vcpus, memory, pid, uptime")
     sp = add("info", cmd_info, "show one VM")
     sp.add_argument("name", metavar="NAME")
     sp.add_argument("--spec", action="store_true", help="print the VM's spec as YAML")
     add("host-info", cmd_host_info, "show the host and the daemon")
+    sp = add("stats", cmd_stats, "runtime statistics (cpu, memory, disks, NICs) of one or all active VMs")
+    sp.add_argument("name", metavar="NAME", nargs="?", help="one VM (default: every active VM)")
     sp = add("events", cmd_events, "print VM state changes as they happen, until Ctrl-C")
     sp.add_argument("--count", type=int, metavar="N", help="exit after N events")
     sp.add_argument("-q", "--quiet", action="store_true", help="no 'watching' line on stderr")
@@ -304,7 +338,53 @@ def build_parser() -> Parser:
     sp.add_argument("name", metavar="NAME")
     sp.add_argument("--linger", type=float, default=0.5, metavar="S",
                     help="without a terminal: after stdin EOF, wait until the guest is quiet for S seconds")
+    sp = add("migrate", cmd_migrate, "live-migrate a VM to another kvmd, with a progress bar")
+    sp.add_argument("name", metavar="NAME")
+    sp.add_argument("dest", metavar="DEST", help="the destination kvmd: its socket path, or tcp://HOST:PORT")
+    sp.add_argument("--bandwidth", metavar="SIZE", help="bytes per second, e.g. 500MiB (default: no limit)")
+    sp.add_argument("--downtime", type=int, metavar="MS", help="longest acceptable pause (QEMU default 300)")
+    sp.add_argument("--postcopy", action="store_true", help="switch to postcopy after the first memory pass")
+    sp.add_argument("--auto-converge", action="store_true", help="throttle the vCPUs if memory does not converge")
+    sp.add_argument("--copy-storage", action="store_true", help="copy the disks too (no shared storage)")
+    sp.add_argument("--storage-dir", metavar="DIR", help="with --copy-storage: where the destination puts them")
+    sp.add_argument("--keep-source", action="store_true", help="keep the VM here, stopped, after the migration")
+    sp.add_argument("--no-progress", action="store_true", help="no progress bar, only the outcome")
+    _plugin_commands(add)
     return p
+
+
+PLUGIN_GROUP = "kvmctl.commands"
+
+
+def _plugin_commands(add: Callable[..., Parser]) -> None:
+    """Subcommands other packages register (entry point group `kvmctl.commands`).
+
+    Each entry point is a `register(add)` callable; `add(name, handler, help, json=True)`
+    is the helper above. A handler that sets `connect=False` (set_defaults) is called with
+    no client and connects itself (`connect()`) if it needs to. kvmd imports nothing of
+    those packages: they are found at run time (compat's `import-xml`, `dumpxml`... live
+    there), and one that fails to load is left out rather than breaking kvmctl.
+    """
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=PLUGIN_GROUP):
+        try:
+            register = ep.load()
+            register(add)
+        except Exception:  # a broken plugin must not take kvmctl down
+            continue
+
+
+def connect(path: str) -> Client:
+    """A connected client, or CliError (for plugin commands that connect themselves)."""
+    client = Client(path)
+    try:
+        return client.connect()
+    except OSError as e:
+        raise _connect_error(path, e) from None
+
+
+call = _call  # public name for plugin commands
 
 
 cmd_start = _verb("vm.start", "started", paused="paused")
@@ -319,6 +399,8 @@ def run(argv: list[str] | None = None) -> int:
     args.socket = args.socket or default_socket()
     if args.command in ("define", "create"):
         args.spec = read_spec(args.file)
+    if not getattr(args, "connect", True):
+        return args.handler(None, args)
     if args.handler is cmd_events:
         return cmd_events(None, args)
     client = Client(args.socket)

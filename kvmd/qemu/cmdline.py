@@ -29,6 +29,14 @@ CACHE = {
     "unsafe": (False, True, "on"),
 }
 
+# disk errorPolicy -> (werror, rerror), as libvirt maps its error_policy
+ERROR_POLICY = {
+    "report": ("report", "report"),
+    "stop": ("stop", "stop"),
+    "ignore": ("ignore", "ignore"),
+    "enospace": ("enospc", "report"),
+}
+
 
 @dataclass
 class LaunchOptions:
@@ -129,7 +137,8 @@ def disk_device_props(spec: VMSpec, disk: Disk, bootindex: int | None, scsi_lun:
     """The device properties of one disk, in QMP `device_add` form."""
     _, _, write_cache = CACHE[disk.cache]
     drive = f"fmt-{disk.name}" if disk.path else None
-    common = dict(id=device_id(disk), drive=drive, bootindex=bootindex)
+    werror, rerror = ERROR_POLICY.get(disk.error_policy or "", (None, None))
+    common = dict(id=device_id(disk), drive=drive, bootindex=bootindex, werror=werror, rerror=rerror)
     if disk.bus == "virtio":
         where = pci.place(spec, disk.slot if disk.slot is not None else 0)
         return _props("driver", "virtio-blk-pci", bus=where.bus, addr=where.addr, **common,
@@ -210,11 +219,16 @@ def build_argv(spec: VMSpec, opts: LaunchOptions) -> list[str]:
         argv += ["-run-with", f"user={opts.run_as}"] if opts.run_with else ["-runas", opts.run_as]
     if spec.cpu.model:
         argv += ["-cpu", spec.cpu.model]
-    argv += ["-smp", _opts(str(spec.cpu.count), sockets=spec.cpu.sockets, cores=spec.cpu.cores,
-                           threads=spec.cpu.threads)]
+    cpu = spec.cpu
+    smp = _opts(str(cpu.count), sockets=cpu.sockets, cores=cpu.cores, threads=cpu.threads)
+    if cpu.sockets and cpu.cores and cpu.threads and cpu.sockets * cpu.cores * cpu.threads > cpu.count:
+        # a topology bigger than count leaves room for vCPU hotplug (QEMU: maxcpus)
+        smp += f",maxcpus={cpu.sockets * cpu.cores * cpu.threads}"
+    argv += ["-smp", smp]
     mem_mib = spec.memory.size // (1 << 20)
     if spec.memory.max and spec.memory.max > spec.memory.size:
-        argv += ["-m", f"size={mem_mib}M,slots=8,maxmem={spec.memory.max // (1 << 20)}M"]
+        slots = spec.memory.slots or 8
+        argv += ["-m", f"size={mem_mib}M,slots={slots},maxmem={spec.memory.max // (1 << 20)}M"]
     else:
         argv += ["-m", f"{mem_mib}M"]
     if spec.lifecycle.on_reboot == "destroy":

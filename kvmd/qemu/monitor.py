@@ -15,9 +15,10 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from qemu.qmp import ConnectError, ExecuteError, QMPClient, QMPError, Runstate
+from qemu.qmp import ConnectError, ExecuteError, QMPError, Runstate
 
 from kvmd.errors import QemuFailure, Timeout
+from kvmd.qemu.qmpclient import LazyLoggingQMPClient
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ class Monitor:
     def __init__(self, name: str, on_event: EventHandler | None = None,
                  on_lost: Callable[[], Awaitable[None] | None] | None = None):
         self.name = name
-        self.client = QMPClient(name)
+        self.client = LazyLoggingQMPClient(name)  # a QMPClient that logs lazily
         self._on_event = on_event
         self._on_lost = on_lost
         self._tasks: list[asyncio.Task] = []
@@ -63,8 +64,9 @@ class Monitor:
         if timeout is None:
             timeout = LONG_COMMANDS.get(cmd, DEFAULT_TIMEOUT)
         try:
-            return await asyncio.wait_for(self.client.execute(cmd, args), timeout)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(timeout):  # unlike wait_for, no extra task per command
+                return await self.client.execute(cmd, args)
+        except TimeoutError:
             raise Timeout(f"{self.name}: QMP command {cmd} timed out after {timeout:g}s") from None
         except ExecuteError as e:
             raise QemuFailure(f"{self.name}: {cmd}: {e.error.error.desc}", {"class": e.error_class}) from None

@@ -5,6 +5,9 @@ never reaches it), with stdin closed and stdout/stderr appended to its log file.
 is noticed through a pidfd (works for children and for processes re-adopted after a
 kvmd restart alike). A pid is only trusted together with its /proc start time and a
 /proc/<pid>/cmdline that names the VM's uuid, so a reused pid is never mistaken for a VM.
+
+Each launch appends a `START_MARKER` line to the log before QEMU's own output, so error
+reasons (`log_tail`) only ever quote the current run, never an earlier one.
 """
 
 from __future__ import annotations
@@ -12,9 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import pwd
 import signal
 import subprocess
+import time
 from dataclasses import dataclass
+
+START_MARKER = "--- kvmd: starting QEMU"
 
 
 @dataclass
@@ -50,6 +57,8 @@ class ExitInfo:
 def spawn(argv: list[str], pass_fds: list[int], log_path: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start QEMU detached from kvmd's session, logging to `log_path`."""
     with open(log_path, "ab", buffering=0) as log:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        log.write(f"{START_MARKER} at {stamp} ---\n".encode())
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 pass_fds=pass_fds, start_new_session=True, close_fds=True,
                                 env=env)
@@ -83,8 +92,27 @@ def is_vm_process(pid: int, uuid: str, started: int | None) -> bool:
     return any(a == "-uuid" and b == uuid for a, b in zip(argv, argv[1:]))
 
 
+def hand_over(paths: list[str | None], user: str | None) -> None:
+    """Give files kvmd makes for a VM (log, console log, NVRAM) to the user QEMU runs as
+    (`runAs`), creating missing ones 0600, so QEMU can still use them after it drops root."""
+    if not user:
+        return
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        raise FileNotFoundError(f"runAs: no such user {user!r}") from None
+    for path in paths:
+        if not path:
+            continue
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+        try:
+            os.fchown(fd, pw.pw_uid, pw.pw_gid)
+        finally:
+            os.close(fd)
+
+
 def log_tail(path: str, lines: int = 8, max_bytes: int = 8192) -> str:
-    """The last lines of a QEMU log, for error reasons."""
+    """The last lines QEMU wrote to its log in its current (or last) run, for error reasons."""
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
@@ -93,6 +121,9 @@ def log_tail(path: str, lines: int = 8, max_bytes: int = 8192) -> str:
             data = f.read().decode(errors="replace")
     except OSError:
         return ""
+    marker = data.rfind(START_MARKER)
+    if marker >= 0:
+        data = data[marker:].partition("\n")[2]
     return "\n".join(data.strip().splitlines()[-lines:])
 
 

@@ -17,6 +17,8 @@ DISK_BUSES = ("virtio", "scsi", "sata")
 DISK_MEDIA = ("disk", "cdrom")
 CACHE_MODES = ("none", "writeback", "writethrough", "directsync", "unsafe")
 AIO_MODES = ("threads", "native", "io_uring")
+# what a disk does on an I/O error: libvirt error_policy (QEMU werror/rerror)
+ERROR_POLICIES = ("report", "stop", "ignore", "enospace")
 NIC_MODELS = ("virtio", "e1000", "rtl8139")
 NIC_BACKENDS = ("user", "tap", "none")
 FIRMWARES = ("bios", "uefi")
@@ -40,6 +42,7 @@ class Memory:
     size: int = 256 << 20
     max: int | None = None
     balloon: bool = True
+    slots: int | None = None  # memory hotplug DIMM slots with `max` (None: 8)
 
 
 @dataclass
@@ -65,6 +68,7 @@ class Disk:
     serial: str | None = None
     boot_index: int | None = None
     slot: int | None = None
+    error_policy: str | None = None  # None: QEMU's default (werror=enospc, rerror=report)
 
 
 @dataclass
@@ -91,6 +95,7 @@ class Graphics:
     listen: str = "127.0.0.1"
     port: int | None = None
     password: str | None = None
+    password_valid_to: str | None = None  # UTC 'YYYY-MM-DDTHH:MM:SS'; in the past = locked
 
 
 @dataclass

@@ -29,6 +29,7 @@ DEVNAME_REASON = "must be 1-20 characters of a-z, 0-9, '_', '-', starting with a
 UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
 MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 MACHINE_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+VALID_TO_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}$")
 IFNAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
 
 
@@ -63,9 +64,12 @@ def _memory(sec: Section) -> m.Memory:
         size=sec.size("size", 256 << 20, minimum=16 << 20),
         max=sec.size("max", minimum=16 << 20),
         balloon=sec.bool("balloon", True),
+        slots=sec.int("slots", minimum=1, maximum=256),
     )
     if mem.max is not None and mem.max < mem.size:
         sec.fail("max", "must not be smaller than size")
+    if mem.slots is not None and mem.max is None:
+        sec.fail("slots", "is only used with max (memory hotplug)")
     sec.finish()
     return mem
 
@@ -107,6 +111,7 @@ def _disk(sec: Section, index: int) -> m.Disk:
                        pattern_reason="must be 1-20 characters of letters, digits, '_', '.', '-'"),
         boot_index=sec.int("bootIndex", minimum=0),
         slot=sec.int("slot", minimum=0, maximum=255),
+        error_policy=sec.str("errorPolicy", choices=m.ERROR_POLICIES),
     )
     if disk.media == "disk" and not disk.path:
         sec.fail("path", "is required for media: disk")
@@ -160,7 +165,11 @@ def _graphics(sec: Section) -> m.Graphics:
         listen=sec.str("listen", "127.0.0.1"),
         port=sec.int("port", minimum=0, maximum=65535),
         password=sec.str("password"),
+        password_valid_to=sec.str("passwordValidTo", pattern=VALID_TO_RE,
+                                  pattern_reason="must be a UTC time like 2026-01-31T23:59:00"),
     )
+    if gfx.password_valid_to and gfx.password is None:
+        sec.fail("passwordValidTo", "needs a password")
     if gfx.type == "vnc" and gfx.port is not None and gfx.port != 0 and gfx.port < 5900:
         sec.fail("port", "a VNC port must be 5900 or above (0 or absent picks one)")
     sec.finish()
@@ -260,20 +269,21 @@ def to_dict(spec: m.VMSpec) -> dict[str, Any]:
                            "threads": spec.cpu.threads}),
         "memory": _drop_none({"size": format_size(spec.memory.size),
                               "max": None if spec.memory.max is None else format_size(spec.memory.max),
-                              "balloon": spec.memory.balloon}),
+                              "balloon": spec.memory.balloon, "slots": spec.memory.slots}),
         "boot": _drop_none({"firmware": spec.boot.firmware, "kernel": spec.boot.kernel,
                             "initrd": spec.boot.initrd, "cmdline": spec.boot.cmdline,
                             "order": list(spec.boot.order), "nvram": spec.boot.nvram}),
         "disks": [_drop_none({"name": d.name, "path": d.path, "format": d.format, "bus": d.bus,
                               "media": d.media, "readonly": d.readonly, "cache": d.cache,
                               "aio": d.aio, "serial": d.serial, "bootIndex": d.boot_index,
-                              "slot": d.slot}) for d in spec.disks],
+                              "slot": d.slot, "errorPolicy": d.error_policy}) for d in spec.disks],
         "nics": [_drop_none({"name": n.name, "mac": n.mac, "model": n.model, "backend": n.backend,
                              "bridge": n.bridge, "tap": n.tap, "bootIndex": n.boot_index,
                              "slot": n.slot}) for n in spec.nics],
         "serial": _drop_none({"type": spec.serial.type, "path": spec.serial.path}),
         "graphics": [_drop_none({"type": g.type, "listen": g.listen, "port": g.port,
-                                 "password": g.password}) for g in spec.graphics],
+                                 "password": g.password, "passwordValidTo": g.password_valid_to})
+                     for g in spec.graphics],
         "guestAgent": spec.guest_agent,
         "rng": spec.rng,
         "hotplugSlots": spec.hotplug_slots,

@@ -184,6 +184,18 @@ PRETTY_NAME="kvmd test guest (busybox initramfs)"
 EOF
 echo kvmd-guest >"$R/etc/hostname"
 
+# /sbin/shutdown for qemu-ga's guest-shutdown, which runs
+# "shutdown -P|-H|-r -h +0 <message>" (busybox has no shutdown applet)
+cat >"$R/sbin/shutdown" <<'EOF'
+#!/bin/sh
+case " $* " in
+    *" -r "*) sync; reboot -f ;;
+    *" -H "*) sync; halt -f ;;
+    *) echo "kvmd-guest: shutdown $*, powering off" >/dev/console; sync; poweroff -f ;;
+esac
+EOF
+chmod 755 "$R/sbin/shutdown"
+
 # udhcpc hook: configure the interface from the lease
 cat >"$R/usr/share/udhcpc/default.script" <<'EOF'
 #!/bin/sh

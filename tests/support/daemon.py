@@ -8,13 +8,19 @@ import subprocess
 import sys
 import time
 
+from kvmd import cgroups, config, runtime
+from kvmd.qemu.process import is_vm_process
 from kvmd.client import Client
 from tests.support.procs import kill_all, pids_mentioning
 
 
 class Daemon:
-    def __init__(self, base: str, config: str | None = None, env: dict | None = None):
+    def __init__(self, base: str, config: str | None = None, env: dict | None = None,
+                 wrapper: list[str] | None = None, args: list[str] | None = None):
+        """`wrapper` prefixes the command (e.g. `ip netns exec NS`); `args` are extra kvmd options."""
         self.base = base
+        self.wrapper = list(wrapper or [])
+        self.args = list(args or [])
         self.state_dir = os.path.join(base, "s")
         self.run_dir = os.path.join(base, "r")
         self.socket = os.path.join(self.run_dir, "kvmd.sock")
@@ -25,7 +31,8 @@ class Daemon:
         self._clients: list[Client] = []
 
     def start(self, timeout: float = 15.0) -> Daemon:
-        argv = [sys.executable, "-m", "kvmd.daemon", "--state-dir", self.state_dir, "--run-dir", self.run_dir]
+        argv = [*self.wrapper, sys.executable, "-m", "kvmd.daemon", "--state-dir", self.state_dir,
+                "--run-dir", self.run_dir, *self.args]
         if self.config:
             argv += ["--config", self.config]
         if os.path.exists(self.socket):
@@ -71,6 +78,37 @@ class Daemon:
         return self.start()
 
     def cleanup(self) -> None:
-        """Kill the daemon and every process (QEMU) that references our directory."""
+        """Kill the daemon and every process (QEMU) that references our directory, then
+        remove the cgroups its VMs were put in (kvmd/cgroups.py)."""
         self.kill(signal.SIGKILL)
-        kill_all(pids_mentioning(self.base))
+        kill_all(sorted(set(pids_mentioning(self.base)) | set(self.vm_pids())))
+        remove_cgroups(self.run_dir, self.state_dir, self.config)
+
+    def vm_pids(self) -> list[int]:
+        """QEMUs of this kvmd found without relying on their argv: the runtime records
+        (checked against /proc, so a reused pid is never hit) and the VM cgroups."""
+        pids: set[int] = set()
+        if os.path.isdir(self.run_dir):
+            for rec in runtime.load_all(self.run_dir):
+                if is_vm_process(rec.pid, rec.uuid, rec.start_time):
+                    pids.add(rec.pid)
+        try:
+            cfg = config.load(None, state_dir=self.state_dir, run_dir=self.run_dir)
+            for inst in cgroups.for_config(cfg).instance.values():
+                for dirpath, _dirs, files in os.walk(inst):
+                    if "cgroup.procs" in files:
+                        with open(os.path.join(dirpath, "cgroup.procs")) as f:
+                            pids.update(int(x) for x in f.read().split())
+        except Exception:
+            pass
+        pids.discard(os.getpid())
+        return sorted(pids)
+
+
+def remove_cgroups(run_dir: str, state_dir: str, config_path: str | None = None) -> None:
+    """Remove the instance cgroup (and any VM cgroup left in it) of a kvmd run as us."""
+    try:
+        cfg = config.load(config_path, state_dir=state_dir, run_dir=run_dir)
+    except Exception:
+        cfg = config.load(None, state_dir=state_dir, run_dir=run_dir)
+    cgroups.for_config(cfg).remove_all()

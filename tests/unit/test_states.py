@@ -30,13 +30,17 @@ LEGAL = {
     (S.PAUSED, S.RUNNING), (S.PAUSED, S.SHUTTING_DOWN), (S.PAUSED, S.STOPPED), (S.PAUSED, S.CRASHED),
     (S.SHUTTING_DOWN, S.STOPPED), (S.SHUTTING_DOWN, S.CRASHED), (S.SHUTTING_DOWN, S.RUNNING),
     (S.SHUTTING_DOWN, S.PAUSED),
+    # live migration: source (out) and destination / snapshot restore (in)
+    (S.RUNNING, S.MIGRATING_OUT), (S.PAUSED, S.MIGRATING_OUT), (S.STARTING, S.MIGRATING_IN),
+    *((m, t) for m in (S.MIGRATING_OUT, S.MIGRATING_IN)
+      for t in (S.RUNNING, S.PAUSED, S.SHUTTING_DOWN, S.STOPPED, S.CRASHED)),
 }
 PAIRS = [(a, b) for a, b in itertools.product(State, State) if a != b]
 
 
 def test_states_are_their_wire_names():
     assert [str(s) for s in State] == ["defined", "starting", "running", "paused", "shutting-down",
-                                       "stopped", "crashed"]
+                                       "stopped", "crashed", "migrating-out", "migrating-in"]
     assert State("shutting-down") is S.SHUTTING_DOWN
 
 
@@ -75,7 +79,11 @@ ACCEPTS = {
     "resume": {S.PAUSED},
     "reset": {S.RUNNING, S.PAUSED},
     "shutdown": {S.RUNNING, S.PAUSED, S.SHUTTING_DOWN},
-    "destroy": {S.STARTING, S.RUNNING, S.PAUSED, S.SHUTTING_DOWN},
+    "destroy": {S.STARTING, S.RUNNING, S.PAUSED, S.SHUTTING_DOWN, S.MIGRATING_OUT, S.MIGRATING_IN},
+    "migrate": {S.RUNNING, S.PAUSED},
+    "migrate_cancel": {S.MIGRATING_OUT},
+    "snapshot": {S.RUNNING, S.PAUSED, S.DEFINED, S.STOPPED, S.CRASHED},
+    "revert": {S.RUNNING, S.PAUSED, S.DEFINED, S.STOPPED, S.CRASHED},
 }
 
 
@@ -98,6 +106,8 @@ EVENTS = {
     (S.RUNNING, "SHUTDOWN"): S.SHUTTING_DOWN,
     (S.PAUSED, "SHUTDOWN"): S.SHUTTING_DOWN,
     (S.SHUTTING_DOWN, "SHUTDOWN"): S.SHUTTING_DOWN,
+    (S.MIGRATING_OUT, "SHUTDOWN"): S.SHUTTING_DOWN,
+    (S.MIGRATING_IN, "SHUTDOWN"): S.SHUTTING_DOWN,
 }
 
 
@@ -139,3 +149,21 @@ def test_exit_is_a_crash_unless_a_shutdown_or_destroy_preceded_it(state, shutdow
     new = on_exit(state, shutdown_seen, destroy_requested)
     assert new == expected
     check_transition(state, new)
+
+
+@pytest.mark.parametrize("state", [S.MIGRATING_OUT, S.MIGRATING_IN], ids=str)
+@pytest.mark.parametrize("event", ["STOP", "RESUME"])
+def test_stop_and_resume_during_a_migration_keep_the_migrating_state(state, event):
+    """The source stops for the switch-over and QEMU resumes it after a failure; the
+    destination is resumed during postcopy: the migration code, not the event, decides."""
+    assert on_event(state, event, {}) == state
+
+
+@pytest.mark.parametrize("state", [S.MIGRATING_OUT, S.MIGRATING_IN], ids=str)
+def test_no_lifecycle_verb_but_destroy_is_accepted_while_migrating(state):
+    assert {v for v in VERBS if can(v, state)} == ({"destroy", "migrate_cancel"} if state == S.MIGRATING_OUT
+                                                   else {"destroy"})
+
+
+def test_migrating_states_are_active():
+    assert {S.MIGRATING_OUT, S.MIGRATING_IN} <= ACTIVE

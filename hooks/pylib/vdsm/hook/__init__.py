@@ -1,0 +1,1 @@
+"""`vdsm.hook` for hook scripts: `from vdsm.hook import hooking` (see ../__init__.py)."""

@@ -1,0 +1,495 @@
+"""The source half of a live migration: this kvmd drives the whole protocol.
+
+    migrate(name, dest)                        the destination kvmd (dest)
+      state running -> migrating-out
+      connect (unix socket, or TCP + token)
+      vm.migrate_incoming(spec, ...)   ───────▶ QEMU -incoming defer, listens; for a
+                                                storage copy: target images + NBD exports
+      capabilities, parameters
+      [storage] blockdev-add nbd + blockdev-mirror per disk, until every job is READY
+      migrate tcp:HOST:PORT
+      follow MIGRATION events + query-migrate (progress)
+        [storage] pre-switchover: block-job-cancel (a READY mirror ends consistent),
+                  blockdev-del, migrate-continue
+        [postcopy] after the first RAM pass: migrate-start-postcopy; postcopy-active:
+                  vm.migrate_finish  ───────▶ resume there now (pages are pulled)
+      completed: vm.migrate_finish     ───────▶ resume, persist, take snapshot metadata
+      end the source QEMU (state stopped, "migrated to DEST"); forget the VM (default)
+      or keep it stopped (keep_source)
+
+On failure or `vm.migrate_cancel` the source QEMU resumes its guest by itself (or kvmd
+does, if the destination failed to take over after the stream completed: the guest
+never ran there), kvmd cancels the mirror jobs, removes the NBD nodes, calls
+`vm.migrate_abort` on the destination (which destroys its QEMU and images) and puts the
+VM back in `running`/`paused`; `vm.migrate_status` then says `failed` or `cancelled`
+and why. Once switched to postcopy a migration can no longer be cancelled: the guest's
+state is split between the hosts.
+
+`vm.migrate_status` reports the last job per VM name, also after the VM left this host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from kvmd import snapshot
+from kvmd.client import ApiError, AsyncClient
+from kvmd.errors import InvalidParams, KvmdError, MigrationFailed, NotSupported, WrongState
+from kvmd.migration import peer, qemu
+from kvmd.spec import to_dict
+from kvmd.states import State, can
+
+if TYPE_CHECKING:
+    from kvmd.manager import Manager
+    from kvmd.vm import VM
+
+log = logging.getLogger(__name__)
+
+POLL = 0.25            # query-migrate / query-block-jobs while a migration runs
+KEEPALIVE = 5.0        # tell the destination we are alive during a long storage copy
+FINISH_TIMEOUT = 60.0
+DONE = ("completed", "failed", "cancelled")
+
+
+@dataclass
+class Options:
+    bandwidth: int | None = None      # bytes/s, None: no limit
+    downtime: int | None = None       # ms, None: QEMU's default (300)
+    auto_converge: bool = False
+    postcopy: bool = False
+    copy_storage: bool = False
+    storage_dir: str | None = None
+    keep_source: bool = False
+    address: str | None = None        # where the destination QEMU listens
+
+
+@dataclass
+class Job:
+    name: str
+    dest: str
+    opts: Options
+    was_running: bool
+    state: str = "preparing"
+    error: str = ""
+    started: float = field(default_factory=time.time)
+    finished: float | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    storage: dict[str, dict[str, int]] = field(default_factory=dict)
+    storage_speed: int = 0
+    uri: str = ""
+    nbd: dict[str, Any] | None = None
+    nbd_nodes: list[str] = field(default_factory=list)
+    mirror_jobs: list[str] = field(default_factory=list)
+    postcopy_requested: bool = False
+    postcopy_started: bool = False
+    switched: bool = False            # pre-switchover handled
+    handed_over: bool = False         # the destination confirmed it runs the guest
+    dest_resumed: bool = False
+    cancel_requested: bool = False
+    client: AsyncClient | None = None
+    task: asyncio.Task | None = None
+    events: asyncio.Queue = field(default_factory=asyncio.Queue)
+    launched: asyncio.Event = field(default_factory=asyncio.Event)  # storage copy or stream begun
+
+    @property
+    def done(self) -> bool:
+        return self.state in DONE
+
+    def status(self) -> dict[str, Any]:
+        ram = self.info.get("ram", {})
+        total, remaining = ram.get("total", 0), ram.get("remaining", 0)
+        speed = int(ram.get("mbps", 0) * 1_000_000 / 8)
+        phase = "storage" if self.state == "storage" else "memory"
+        if self.state == "storage":
+            total = sum(j["len"] for j in self.storage.values())
+            remaining = total - sum(j["offset"] for j in self.storage.values())
+            speed = self.storage_speed
+        if self.state == "completed":
+            percent, remaining = 100.0, 0
+        else:
+            percent = round(100.0 * (total - remaining) / total, 1) if total else 0.0
+        return {
+            "name": self.name, "dest": self.dest, "direction": "out", "state": self.state, "phase": phase,
+            "percent": percent, "total": total, "remaining": remaining, "transferred": ram.get("transferred", 0),
+            "speed": speed, "downtime": self.info.get("downtime") if self.state == "completed" else None,
+            "expectedDowntime": self.info.get("expected-downtime"),
+            "totalTime": self.info.get("total-time"), "setupTime": self.info.get("setup-time"),
+            "postcopy": self.postcopy_started, "error": self.error or None,
+            "startedAt": self.started, "finishedAt": self.finished,
+            "options": {"bandwidth": self.opts.bandwidth, "downtime": self.opts.downtime,
+                        "autoConverge": self.opts.auto_converge, "postcopy": self.opts.postcopy,
+                        "copyStorage": self.opts.copy_storage, "keepSource": self.opts.keep_source},
+        }
+
+
+_tables: weakref.WeakKeyDictionary[Manager, dict[str, Job]] = weakref.WeakKeyDictionary()
+
+
+def jobs(m: Manager) -> dict[str, Job]:
+    return _tables.setdefault(m, {})
+
+
+class _Cancelled(Exception):
+    pass
+
+
+# -- the verb ------------------------------------------------------------------------------
+
+
+async def migrate(m: Manager, name: str, dest: str, opts: Options, wait: bool = True) -> dict[str, Any]:
+    """Start migrating `name` to the kvmd at `dest`; with `wait`, return when it ended."""
+    vm = m.get(name)
+    endpoint = peer.parse_endpoint(dest)
+    if opts.postcopy and opts.copy_storage:
+        raise NotSupported("postcopy together with copy_storage is not supported; choose one")
+    if opts.copy_storage and snapshot.has_snapshots(m.cfg, name):
+        raise NotSupported(f"{name!r} has snapshots: a storage copy would flatten their chains; "
+                           "delete them first, or migrate on shared storage")
+    if endpoint.kind == "unix" and endpoint.path == m.cfg.socket_path:
+        raise InvalidParams("dest is this kvmd itself", {"param": "dest"})
+    async with vm.lock:
+        if not can("migrate", vm.state):
+            raise WrongState(f"cannot migrate {name!r}: it is {vm.state}", {"name": name, "state": str(vm.state)})
+        job = Job(name, str(endpoint), opts, was_running=vm.state == State.RUNNING)
+        jobs(m)[name] = job
+        vm._set_state(State.MIGRATING_OUT, f"migrating to {job.dest}")
+    try:
+        await _prepare(m, vm, job, endpoint)
+    except BaseException as e:
+        await _recover(vm, job, _message(e))
+        await _close(job)
+        raise MigrationFailed(f"cannot migrate {name!r} to {job.dest}: {job.error}",
+                              {"name": name, "state": job.state}) from None
+    job.task = asyncio.create_task(_drive(m, vm, job), name=f"migrate-{name}")
+    if not wait:
+        launched = asyncio.ensure_future(job.launched.wait())
+        await asyncio.wait({job.task, launched}, return_when=asyncio.FIRST_COMPLETED)
+        launched.cancel()
+    else:
+        await asyncio.shield(job.task)
+        if job.state != "completed":
+            raise MigrationFailed(f"migration of {name!r} to {job.dest} {job.state}: {job.error}",
+                                  {"name": name, "state": job.state})
+    return job.status()
+
+
+def _message(e: BaseException) -> str:
+    if isinstance(e, (KvmdError, ApiError)):
+        return e.message
+    if isinstance(e, asyncio.CancelledError):
+        return "interrupted"
+    return str(e) or type(e).__name__
+
+
+async def _prepare(m: Manager, vm: VM, job: Job, endpoint: peer.Endpoint) -> None:
+    job.client = await peer.connect(endpoint, m.cfg.peer_token_file)
+    assert vm.live_spec is not None
+    listen = job.opts.address or (endpoint.host if endpoint.kind == "tcp" else "127.0.0.1")
+    disks = await _disk_sizes(vm) if job.opts.copy_storage else None
+    try:
+        res = await job.client.call(
+            "vm.migrate_incoming", spec=to_dict(vm.live_spec), listen=listen,
+            definition=to_dict(vm.spec) if vm.persistent else None, persistent=vm.persistent,
+            resume=job.was_running, postcopy=job.opts.postcopy, disks=disks, storage_dir=job.opts.storage_dir,
+            snapshots=snapshot.export_metadata(m.cfg, vm.name))
+    except ApiError as e:
+        raise MigrationFailed(f"the destination refused: {e.message}") from None
+    job.uri, job.nbd = res["uri"], res.get("nbd")
+    log.info("%s: migrating to %s (stream %s)", vm.name, job.dest, job.uri)
+
+
+async def _disk_sizes(vm: VM) -> dict[str, dict[str, Any]]:
+    assert vm.live_spec is not None
+    nodes = await qemu.disk_nodes(vm)
+    sizes = {}
+    for blk in await vm.qmp("query-block"):
+        inserted = blk.get("inserted") or {}
+        if inserted.get("node-name") in nodes.values():
+            sizes[inserted["node-name"]] = inserted.get("image", {}).get("virtual-size")
+    out = {}
+    for disk in vm.live_spec.disks:
+        if snapshot._snapshottable(disk) and disk.name in nodes:
+            out[disk.name] = {"size": sizes.get(nodes[disk.name]), "format": disk.format}
+    return out
+
+
+# -- the driver ----------------------------------------------------------------------------
+
+
+async def _drive(m: Manager, vm: VM, job: Job) -> None:
+    def feed(_vm: VM, event: str, data: dict[str, Any]) -> None:
+        job.events.put_nowait((event, data))
+
+    vm.device_handlers.append(feed)
+    try:
+        o = job.opts
+        await qemu.set_capabilities(vm, postcopy_ram=o.postcopy, auto_converge=o.auto_converge,
+                                    pause_before_switchover=o.copy_storage)
+        await qemu.set_parameters(vm, o.bandwidth, o.downtime)
+        if o.copy_storage:
+            job.state = "storage"
+            job.launched.set()
+            await _mirror(vm, job)
+        _check_alive(vm, job)
+        job.state = "setup"
+        await vm.qmp("migrate", {"uri": job.uri})
+        job.launched.set()
+        st = await _follow(vm, job)
+        if st != "completed":
+            raise MigrationFailed(job.info.get("error-desc") or f"QEMU reports the migration {st}")
+        await _hand_over(m, vm, job)
+    except BaseException as e:
+        await _recover(vm, job, _message(e))
+        if isinstance(e, asyncio.CancelledError):
+            raise
+    finally:
+        if feed in vm.device_handlers:
+            vm.device_handlers.remove(feed)
+        await _close(job)
+        job.finished = job.finished or time.time()
+
+
+async def _next_event(job: Job, timeout: float) -> tuple[str, dict[str, Any]] | None:
+    try:
+        return await asyncio.wait_for(job.events.get(), timeout)
+    except TimeoutError:
+        return None
+
+
+def _check_alive(vm: VM, job: Job) -> None:
+    if vm.state != State.MIGRATING_OUT:
+        raise MigrationFailed(f"the VM is now {vm.state} ({vm.reason})")
+    if job.cancel_requested:
+        raise _Cancelled("cancelled")
+
+
+async def _mirror(vm: VM, job: Job) -> None:
+    """Copy every disk to its NBD export and keep mirroring until the switch-over."""
+    assert job.nbd is not None and job.client is not None
+    nodes = await qemu.disk_nodes(vm)
+    server = {"type": "inet", "host": job.nbd["host"], "port": str(job.nbd["port"])}
+    for disk, export in job.nbd["exports"].items():
+        node = f"mig-{disk}"
+        await vm.qmp("blockdev-add", {"driver": "nbd", "node-name": node, "server": server, "export": export})
+        job.nbd_nodes.append(node)
+    for disk in job.nbd["exports"]:
+        args: dict[str, Any] = {"job-id": f"mig-{disk}", "device": nodes[disk], "target": f"mig-{disk}",
+                                "sync": "full"}
+        if job.opts.bandwidth:
+            args["speed"] = job.opts.bandwidth
+        await vm.qmp("blockdev-mirror", args)
+        job.mirror_jobs.append(args["job-id"])
+    ready: set[str] = set()
+    last_ping = time.monotonic()
+    last = (time.monotonic(), 0)
+    while ready != set(job.mirror_jobs):
+        _check_alive(vm, job)
+        ev = await _next_event(job, POLL)
+        if ev is not None:
+            event, data = ev
+            dev = data.get("device")
+            if event == "BLOCK_JOB_READY" and dev in job.mirror_jobs:
+                ready.add(dev)
+            elif event in ("BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED", "BLOCK_JOB_ERROR") \
+                    and dev in job.mirror_jobs:
+                job.mirror_jobs.remove(dev)
+                raise MigrationFailed(f"copying disk {dev[4:]} failed: {data.get('error') or event}")
+            continue
+        for info in await vm.qmp("query-block-jobs"):
+            if info.get("device") in job.mirror_jobs:
+                job.storage[info["device"][4:]] = {"offset": info.get("offset", 0), "len": info.get("len", 0)}
+        now, done = time.monotonic(), sum(j["offset"] for j in job.storage.values())
+        if now - last[0] >= 1.0:
+            job.storage_speed, last = int((done - last[1]) / (now - last[0])), (now, done)
+        if now - last_ping > KEEPALIVE:
+            await job.client.call("vm.migrate_status", name=job.name)
+            last_ping = now
+    for dev in job.mirror_jobs:
+        j = job.storage.get(dev[4:])
+        if j:
+            j["offset"] = j["len"]
+
+
+def _job_ended(job_id: str) -> Callable[[str, dict[str, Any]], bool]:
+    return lambda event, data: event in ("BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED") \
+        and data.get("device") == job_id
+
+
+async def _release_storage(vm: VM, job: Job, force: bool = False) -> None:
+    """End the mirror jobs (a READY one ends with its target complete) and drop the NBD nodes."""
+    pending = list(job.mirror_jobs)
+    ended = [vm.wait_event(_job_ended(j)) for j in pending]
+    try:
+        for jid in pending:
+            with contextlib.suppress(KvmdError):
+                await vm.qmp("block-job-cancel", {"device": jid, "force": force})
+        if ended:
+            await asyncio.wait(ended, timeout=30)
+    finally:
+        for fut in ended:
+            fut.cancel()
+    job.mirror_jobs = []
+    for node in job.nbd_nodes:
+        with contextlib.suppress(KvmdError):
+            await vm.qmp("blockdev-del", {"node-name": node})
+    job.nbd_nodes = []
+
+
+async def _follow(vm: VM, job: Job) -> str:
+    """Until QEMU says completed, failed or cancelled (returned); act on the states between.
+
+    QEMU's terminal state is not shown as the job's until the clean-up or hand-over
+    after it is done, so a client polling the status never sees it early."""
+    assert job.client is not None
+    st = job.state
+    while st not in DONE:
+        if vm.state != State.MIGRATING_OUT:
+            raise MigrationFailed(f"the VM is now {vm.state} ({vm.reason})")
+        ev = await _next_event(job, POLL)
+        if ev is not None and ev[0] == "MIGRATION":
+            st = str(ev[1].get("status", st))
+        else:
+            job.info = await vm.qmp("query-migrate")
+            st = job.info.get("status", st)
+        if st not in DONE:
+            job.state = st
+        if st == "pre-switchover" and not job.switched:
+            job.switched = True
+            await _release_storage(vm, job)
+            await vm.qmp("migrate-continue", {"state": "pre-switchover"})
+        elif st == "active" and job.opts.postcopy and not job.postcopy_started:
+            passes = job.info.get("ram", {}).get("dirty-sync-count", 0)
+            if job.postcopy_requested or passes >= 2:
+                await vm.qmp("migrate-start-postcopy")
+                job.postcopy_started = True
+        elif st == "postcopy-active" and not job.dest_resumed:
+            await job.client.call("vm.migrate_finish", name=job.name)
+            job.dest_resumed = True
+        elif st in ("postcopy-paused", "postcopy-recover"):
+            raise MigrationFailed("the postcopy stream broke; the guest's state is split between the hosts "
+                                  "and it cannot run until the stream is recovered")
+    # QEMU says "completed" a moment before it has computed total-time and downtime
+    for _ in range(50):
+        job.info = await vm.qmp("query-migrate")
+        if st != "completed" or job.info.get("total-time"):
+            break
+        await asyncio.sleep(0.02)
+    return st
+
+
+async def _hand_over(m: Manager, vm: VM, job: Job) -> None:
+    """The stream is complete: the destination resumes, the source ends."""
+    assert job.client is not None
+    if not job.dest_resumed:
+        try:
+            await job.client.call("vm.migrate_finish", name=job.name, timeout=FINISH_TIMEOUT)
+        except (ApiError, OSError) as e:
+            raise MigrationFailed(f"the destination could not take over: {_message(e)}; "
+                                  "the VM keeps running here") from None
+        job.dest_resumed = True
+    job.handed_over = True
+    log.info("%s: migrated to %s in %s ms (downtime %s ms)", vm.name, job.dest, job.info.get("total-time"),
+             job.info.get("downtime"))
+    await vm.destroy(reason=f"migrated to {job.dest}")
+    if not job.opts.keep_source:
+        if vm.persistent:
+            m.store.delete(vm.name)
+        if m.vms.get(vm.name) is vm:
+            del m.vms[vm.name]
+        snapshot.drop_metadata(m.cfg, vm.name)
+    job.state, job.finished = "completed", time.time()
+
+
+async def _recover(vm: VM, job: Job, error: str) -> None:
+    """The migration did not complete: undo it on both sides; the VM runs here again."""
+    if job.handed_over:  # the guest lives there; only the clean-up here failed
+        job.state, job.finished, job.error = "completed", time.time(), f"source clean-up failed: {error}"
+        return
+    final = "cancelled" if job.cancel_requested else "failed"
+    job.error = "cancelled on request" if job.cancel_requested else error
+    log.warning("%s: migration to %s %s: %s", vm.name, job.dest, final, error)
+    if vm.proc is not None and vm.monitor is not None:
+        with contextlib.suppress(KvmdError):
+            st = (await vm.qmp("query-migrate")).get("status")
+            if st not in DONE and st is not None:
+                await vm.qmp("migrate_cancel")
+        await _release_storage(vm, job, force=True)
+    if job.client is not None and not job.dest_resumed:
+        with contextlib.suppress(ApiError, OSError, KvmdError):
+            await job.client.call("vm.migrate_abort", name=job.name)
+    if vm.state == State.MIGRATING_OUT and vm.proc is not None:
+        running = False if job.postcopy_started else await _source_running(vm, job)
+        vm._set_state(State.RUNNING if running else State.PAUSED, f"migration {final}: {job.error}")
+    job.state, job.finished = final, time.time()  # last: a client polling the status sees it all done
+
+
+async def _source_running(vm: VM, job: Job) -> bool:
+    """QEMU resumes a guest it stopped for a migration that then failed; make sure."""
+    for _ in range(40):
+        try:
+            st = await vm.qmp("query-status")
+        except KvmdError:
+            return False
+        if st.get("running") or not job.was_running:
+            return bool(st.get("running"))
+        if st.get("status") in ("postmigrate", "paused"):  # stream done, destination never ran
+            with contextlib.suppress(KvmdError):
+                await vm.qmp("cont")
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def _close(job: Job) -> None:
+    if job.client is not None:
+        with contextlib.suppress(Exception):
+            await job.client.close()
+        job.client = None
+
+
+# -- control -------------------------------------------------------------------------------
+
+
+def _active_job(m: Manager, name: str) -> Job:
+    job = jobs(m).get(name)
+    if job is None or job.done:
+        raise WrongState(f"{name!r} is not migrating", {"name": name, "state": job.state if job else "none"})
+    return job
+
+
+async def cancel(m: Manager, name: str, timeout: float = 60.0) -> dict[str, Any]:
+    job = _active_job(m, name)
+    if job.postcopy_started:
+        raise NotSupported(f"{name!r} switched to postcopy: the migration can no longer be cancelled")
+    vm = m.get(name)
+    job.cancel_requested = True
+    with contextlib.suppress(KvmdError):
+        if job.state == "storage":
+            for jid in job.mirror_jobs:
+                await vm.qmp("block-job-cancel", {"device": jid, "force": True})
+        elif job.state not in ("preparing",):
+            await vm.qmp("migrate_cancel")
+    if job.task is not None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(job.task), timeout)
+    return job.status()
+
+
+async def start_postcopy(m: Manager, name: str) -> dict[str, Any]:
+    job = _active_job(m, name)
+    if not job.opts.postcopy:
+        raise InvalidParams("postcopy was not enabled for this migration (start it with postcopy=true)",
+                            {"param": "postcopy"})
+    job.postcopy_requested = True
+    return job.status()
+
+
+def status(m: Manager, name: str) -> dict[str, Any] | None:
+    job = jobs(m).get(name)
+    return job.status() if job is not None else None

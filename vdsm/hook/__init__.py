@@ -1,0 +1,1 @@
+"""`vdsm.hook`: where VDSM keeps its `hooking` module; here it re-exports `hooks.hooking`."""
