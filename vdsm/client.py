@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import queue
+import signal
 import sys
 import threading
 import uuid
@@ -128,6 +129,7 @@ def _value(text: str) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `... | head` ends quietly
     p = argparse.ArgumentParser(prog="python -m vdsm.client",
                                 description="Call a VDSM verb over JSON-RPC/STOMP: NAMESPACE VERB [name=value ...]")
     p.add_argument("--host", default="127.0.0.1")

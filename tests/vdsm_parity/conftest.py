@@ -13,20 +13,10 @@ import tempfile
 import pytest
 
 from tests.support.daemon import Daemon
-from tests.support.libvirtd import PrivateLibvirtd, unavailable_reason
+from tests.support.libvirt_fixture import libvirtd  # noqa: F401  (the fixture)
+from tests.support.libvirtd import PrivateLibvirtd
 from tests.support.procs import kill_all, pids_mentioning
 from tests.support.vdsm_endpoint import Endpoint
-
-
-@pytest.fixture(scope="module")
-def _libvirtd(request):
-    reason = unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    lv = PrivateLibvirtd()
-    request.addfinalizer(lv.stop)
-    lv.start()
-    return lv
 
 
 @pytest.fixture(params=["kvmd", "libvirt"])
@@ -38,7 +28,7 @@ def endpoint(request):
             daemon = Daemon(base).start()
             ep = Endpoint(base, "kvmd", kvmd_socket=daemon.socket)
         else:
-            lv = request.getfixturevalue("_libvirtd")
+            lv = request.getfixturevalue("libvirtd")
             ep = Endpoint(base, "libvirt", libvirt_uri=lv.uri)
         ep.start()
         ep.kind = request.param
@@ -47,7 +37,7 @@ def endpoint(request):
     finally:
         if ep is not None:
             if request.param == "libvirt":
-                _destroy_all(request.getfixturevalue("_libvirtd"))
+                _destroy_all(request.getfixturevalue("libvirtd"))
             ep.stop()
         if daemon is not None:
             daemon.cleanup()

@@ -133,25 +133,21 @@ def handlers(svc: VirtService) -> dict[str, Any]:
         dom = await svc.domain(rec)
         await svc.call(backend, dom.reset, 0)
 
-    async def pause(vmID: str) -> dict:  # noqa: N803
-        rec = svc.active(vmID)
+    async def _pause_or_cont(vm_id: str, verb: str, method: str, status: str) -> dict:
+        rec = svc.active(vm_id)
         backend = svc.backend(rec.backend)
-        await svc.hooks.domxml("before_vm_pause", rec.xml, rec)
+        await svc.hooks.domxml(f"before_vm_{verb}", rec.xml, rec)
         dom = await svc.domain(rec)
-        await svc.call(backend, dom.suspend)
-        svc.set_status(rec, st.PAUSED)
-        await svc.hooks.notify("after_vm_pause", rec)
+        await svc.call(backend, getattr(dom, method))
+        svc.set_status(rec, status)
+        await svc.hooks.notify(f"after_vm_{verb}", rec)
         return domxml.definition(rec, "")
 
+    async def pause(vmID: str) -> dict:  # noqa: N803
+        return await _pause_or_cont(vmID, "pause", "suspend", st.PAUSED)
+
     async def cont(vmID: str) -> dict:  # noqa: N803
-        rec = svc.active(vmID)
-        backend = svc.backend(rec.backend)
-        await svc.hooks.domxml("before_vm_cont", rec.xml, rec)
-        dom = await svc.domain(rec)
-        await svc.call(backend, dom.resume)
-        svc.set_status(rec, st.UP)
-        await svc.hooks.notify("after_vm_cont", rec)
-        return domxml.definition(rec, "")
+        return await _pause_or_cont(vmID, "cont", "resume", st.UP)
 
     async def get_stats(vmID: str) -> list:  # noqa: N803
         rec = svc.record(vmID)
