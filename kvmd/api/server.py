@@ -124,7 +124,31 @@ class Connection:
         return None if item.is_notification else protocol.result_response(item.id, result)
 
 
-class Server:
+class Listening:
+    """What the unix API server and the TCP migration-peer listener share: the set of
+    live connections, serving one, and closing them all."""
+
+    _server: asyncio.base_events.Server | None = None
+    connections: set[Connection]
+
+    async def serve_connection(self, conn: Connection) -> None:
+        self.connections.add(conn)
+        try:
+            await conn.serve()
+        finally:
+            self.connections.discard(conn)
+
+    async def close_listening(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+        for conn in list(self.connections):
+            conn.closed = True
+            conn.writer.close()
+
+
+class Server(Listening):
     def __init__(self, manager: Manager, path: str, group: str | None = None):
         self.manager = manager
         self.methods = Methods(manager)
@@ -171,20 +195,9 @@ class Server:
                 await asyncio.wait_for(reader.readline(), 2)
             writer.close()
             return
-        conn = Connection(self, reader, writer)
-        self.connections.add(conn)
-        try:
-            await conn.serve()
-        finally:
-            self.connections.discard(conn)
+        await self.serve_connection(Connection(self, reader, writer))
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2)
-        for conn in list(self.connections):
-            conn.closed = True
-            conn.writer.close()
+        await self.close_listening()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)

@@ -18,7 +18,7 @@ from typing import Any
 from kvmd import errors
 from kvmd.api import protocol
 from kvmd.api.methods import Methods
-from kvmd.api.server import Connection
+from kvmd.api.server import Connection, Listening
 from kvmd.config import Config
 from kvmd.errors import PermissionDenied
 from kvmd.manager import Manager
@@ -40,7 +40,7 @@ class PeerConnection(Connection):
         return await super().handle_one(item)
 
 
-class PeerListener:
+class PeerListener(Listening):
     def __init__(self, manager: Manager, methods: Methods, host: str, port: int, token: bytes):
         self.manager = manager
         self.methods = methods
@@ -75,21 +75,10 @@ class PeerListener:
             return
         req_id, proof = checked
         writer.write(protocol.encode(protocol.result_response(req_id, {"mac": proof})))
-        conn = PeerConnection(self, reader, writer)  # type: ignore[arg-type]
-        self.connections.add(conn)
-        try:
-            await conn.serve()
-        finally:
-            self.connections.discard(conn)
+        await self.serve_connection(PeerConnection(self, reader, writer))  # type: ignore[arg-type]
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2)
-        for conn in list(self.connections):
-            conn.closed = True
-            conn.writer.close()
+        await self.close_listening()
 
 
 async def start(manager: Manager, methods: Methods, cfg: Config) -> PeerListener | None:
