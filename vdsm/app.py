@@ -46,6 +46,7 @@ class Endpoint:
         self.stomp.notify(body, self.cfg.events_destination)
 
     async def start(self) -> int:
+        await self.agent_hook("before_vdsm_start")
         self.dispatcher.recovering = True
         self.port = await self.stomp.start(self.cfg.host, self.cfg.port)
         try:
@@ -57,6 +58,15 @@ class Endpoint:
     async def close(self) -> None:
         await self.stomp.close()
         await self.virt.close()
+        await self.agent_hook("after_vdsm_stop")
+
+    async def agent_hook(self, point: str) -> None:
+        """The agent's own lifecycle points; VDSM ignores their failures."""
+        from hooks.runner import run_hooks_async
+        try:
+            await run_hooks_async(point, None, config=self.virt.hooks.config(self.cfg.backend), raise_errors=False)
+        except Exception as e:
+            log.warning("hook %s failed (ignored): %s", point, e)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
