@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 import yaml
 
 from kvmd import __version__
-from kvmd.cli import output
+from kvmd.cli import output, snapshots
 from kvmd.client import ApiError, AsyncClient, Client, ConnectionLost, default_socket
 from kvmd.errors import INVALID_SPEC
 
@@ -349,6 +349,7 @@ def build_parser() -> Parser:
     sp.add_argument("--storage-dir", metavar="DIR", help="with --copy-storage: where the destination puts them")
     sp.add_argument("--keep-source", action="store_true", help="keep the VM here, stopped, after the migration")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar, only the outcome")
+    snapshots.register(add, _call, emit)
     _plugin_commands(add)
     return p
 
