@@ -41,9 +41,11 @@ stop:
 	-$(PY) -m vdsm.demo --stop
 	$(PY) -m kvmd.demo --stop
 
+# every benchmark (about 10 minutes here); the table in build/bench/report.md, the chart
+# in build/bench/report.png (bench/report.py)
 bench: deps
-	$(PY) bench/start_latency.py
-	$(PY) bench/recovery.py --vms 100
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) bench/report.py
 
 lint: venv
 	$(VENV)/bin/pip install -q ruff

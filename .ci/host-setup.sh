@@ -4,7 +4,7 @@
 set -euo pipefail
 PKGS=(qemu-system-x86 qemu-utils ovmf libvirt-daemon-system libvirt-dev pkg-config
       linux-image-cloud-amd64 busybox-static qemu-guest-agent cpio xz-utils zstd iproute2
-      socat)
+      socat iptables)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

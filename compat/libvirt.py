@@ -33,9 +33,11 @@ from compat.virt.errors import (
     virResetLastError,
 )
 from compat.virt.events import LOOP
+from compat.virt.snapshot import virDomainSnapshot
 
 __all__ = [name for name in dir() if name.startswith("VIR_")] + [
-    "open", "openAuth", "openReadOnly", "getVersion", "virConnect", "virDomain", "libvirtError",
+    "open", "openAuth", "openReadOnly", "getVersion", "virConnect", "virDomain", "virDomainSnapshot",
+    "libvirtError",
     "registerErrorHandler", "virGetLastError", "virResetLastError", "virEventRegisterDefaultImpl",
     "virEventRunDefaultImpl", "virEventAddTimeout", "virEventUpdateTimeout", "virEventRemoveTimeout",
 ]

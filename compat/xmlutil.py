@@ -94,9 +94,15 @@ def memory_bytes(node: Node, default_unit: str = "KiB") -> int:
     if unit not in UNITS:
         raise UnsupportedXML(node.path, "must be one of " + ", ".join(UNITS), "unit", unit)
     text = node.text()
-    if not text.isdigit():
-        raise UnsupportedXML(node.path, f"{text!r} is not a whole number of {unit}")
+    if not is_number(text):
+        raise UnsupportedXML(node.path, f"{text[:40]!r} is not a whole number of {unit}")
     return int(text) * UNITS[unit]
+
+
+def is_number(text: str, max_digits: int = 24) -> bool:
+    """A plain decimal number: ASCII digits only (str.isdigit() also takes '²', which int()
+    refuses), and not so long that int() would be slow or refuse it."""
+    return text.isascii() and text.isdigit() and len(text) <= max_digits
 
 
 CONSUMED, KEPT, TAKEN, DROPPED = "consumed", "kept", "taken", "dropped"

@@ -5,7 +5,9 @@ Where the daemon can write cgroups, a VM's QEMU is moved into
 code has run yet) and that cgroup is removed once QEMU has exited. The limits come from
 the spec: CPU bandwidth of `cpu.count` whole CPUs (`cfs_quota_us = count * period`, or
 `cpu.max` on v2) and memory of the guest's RAM plus QEMU's own overhead
-(`MEMORY_OVERHEAD` + `MEMORY_OVERHEAD_PERCENT`).
+(`MEMORY_OVERHEAD` + `MEMORY_OVERHEAD_PERCENT`); with the spec's `cpu.shares` (libvirt
+`<cputune><shares>`) also the VM's relative CPU weight: `cpu.shares` on v1, on v2
+`cpu.weight` converted as libvirt does (1 + (shares - 2) * 9999 / 262142).
 
 Which hierarchy: the v2 unified hierarchy when `/sys/fs/cgroup` is one (with the `cpu`
 and `memory` controllers available), else the v1 `cpu` and `memory` hierarchies
@@ -50,15 +52,21 @@ class Limits:
     cpu_quota_us: int
     cpu_period_us: int
     memory_bytes: int
+    cpu_shares: int | None = None  # relative weight (v1 cpu.shares), None: the kernel's default
 
 
-def limits_for(vcpus: int, memory: int) -> Limits:
+def shares_to_weight(shares: int) -> int:
+    """cgroup v1 cpu.shares (2..262144) as v2 cpu.weight (1..10000), libvirt's formula."""
+    return 1 + (shares - 2) * 9999 // 262142
+
+
+def limits_for(vcpus: int, memory: int, shares: int | None = None) -> Limits:
     """Limits of a VM with `vcpus` vCPUs and `memory` bytes of guest RAM (the memory
     limit is rounded up to whole MiB, so the kernel stores it exactly as written)."""
     overhead = MEMORY_OVERHEAD + memory * MEMORY_OVERHEAD_PERCENT // 100
     mib = 1 << 20
     return Limits(cpu_quota_us=vcpus * CPU_PERIOD_US, cpu_period_us=CPU_PERIOD_US,
-                  memory_bytes=-(-(memory + overhead) // mib) * mib)
+                  memory_bytes=-(-(memory + overhead) // mib) * mib, cpu_shares=shares)
 
 
 def default_name(run_dir: str, default_run_dir: str, uid: int | None = None) -> str:
@@ -199,14 +207,14 @@ class Cgroups:
 
     # -- per-VM cgroups -------------------------------------------------------------
 
-    def place(self, vm_name: str, pid: int, vcpus: int, memory: int) -> list[str]:
+    def place(self, vm_name: str, pid: int, vcpus: int, memory: int, shares: int | None = None) -> list[str]:
         """Put `pid` into the VM's own cgroup(s) with its limits; the paths, [] if unsupported.
 
         On failure, what was created is removed again and the OSError propagates.
         """
         if not self.writable:
             return []
-        limits = limits_for(vcpus, memory)
+        limits = limits_for(vcpus, memory, shares)
         created: list[str] = []
         try:
             for key, inst in sorted(self.instance.items()):
@@ -228,12 +236,15 @@ class Cgroups:
         return created
 
     def _limit_files(self, key: str, limits: Limits) -> list[tuple[str, str]]:
+        shares = limits.cpu_shares
         if self.version == "v2":
-            return [("cpu.max", f"{limits.cpu_quota_us} {limits.cpu_period_us}"),
+            weight = [("cpu.weight", str(shares_to_weight(shares)))] if shares is not None else []
+            return [("cpu.max", f"{limits.cpu_quota_us} {limits.cpu_period_us}"), *weight,
                     ("memory.max", str(limits.memory_bytes))]
         if key == "cpu":
             return [("cpu.cfs_period_us", str(limits.cpu_period_us)),
-                    ("cpu.cfs_quota_us", str(limits.cpu_quota_us))]
+                    ("cpu.cfs_quota_us", str(limits.cpu_quota_us)),
+                    *([("cpu.shares", str(shares))] if shares is not None else [])]
         return [("memory.limit_in_bytes", str(limits.memory_bytes))]
 
     def prune(self, keep: set[str]) -> list[str]:
@@ -323,7 +334,7 @@ def place_vm(cfg: Config, name: str, pid: int, spec: VMSpec) -> list[str]:
     """Put a just-spawned QEMU into its VM cgroup, limits from `spec` (memory: the
     larger of size and max, so memory hotplug fits); the paths, [] where unsupported."""
     memory = max(spec.memory.size, spec.memory.max or 0)
-    return for_config(cfg).place(name, pid, spec.cpu.count, memory)
+    return for_config(cfg).place(name, pid, spec.cpu.count, memory, spec.cpu.shares)
 
 
 _instances: dict[tuple[str, str | None, bool], Cgroups] = {}

@@ -64,6 +64,7 @@ class Config:
     shutdown_timeout: float = 60.0
     destroy_grace: float = 5.0
     qmp_connect_timeout: float = 10.0
+    qmp_timeout: float = 10.0  # seconds a QMP command may take (long block/migration ones get more)
     sandbox: bool = True
     run_as: str | None = None
     socket_group: str | None = None
@@ -183,7 +184,8 @@ def to_doc(cfg: Config) -> dict[str, object]:
     return {
         "stateDir": cfg.state_dir, "runDir": cfg.run_dir, "socket": cfg.socket_path,
         "qemu": cfg.qemu, "accel": list(cfg.accel), "shutdownTimeout": cfg.shutdown_timeout,
-        "destroyGrace": cfg.destroy_grace, "sandbox": cfg.sandbox, "runAs": cfg.run_as,
+        "destroyGrace": cfg.destroy_grace, "qmpTimeout": cfg.qmp_timeout, "sandbox": cfg.sandbox,
+        "runAs": cfg.run_as,
         "socketGroup": cfg.socket_group,
         "quotas": {"maxVms": q.max_vms, "maxVcpus": q.max_vcpus, "maxMemory": q.max_memory},
         "cgroups": {"enabled": cg.enabled, "name": cg.name, "parent": cg.parent},
@@ -202,6 +204,7 @@ def _parse(doc: object) -> dict[str, object]:
                               check=lambda a: None if a in ACCELS else "must be one of " + ", ".join(ACCELS)),
         "shutdown_timeout": sec.number("shutdownTimeout", minimum=0),
         "destroy_grace": sec.number("destroyGrace", minimum=0),
+        "qmp_timeout": sec.number("qmpTimeout", minimum=0.1),
         "sandbox": sec.bool("sandbox", True),
         "run_as": sec.str("runAs"),
         "socket_group": sec.str("socketGroup"),

@@ -19,7 +19,7 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
-from kvmd import hostcheck, netdev, storage
+from kvmd import failpoints, hostcheck, netdev, runtime, storage
 from kvmd.errors import KvmdError, NoSuchDevice, NotSupported, SpecError, Timeout
 from kvmd.qemu import cmdline, pci
 from kvmd.spec import from_dict, to_dict
@@ -108,20 +108,24 @@ async def hotplug_disk(vm: VM, doc: Any) -> dict[str, Any]:
         problems = await storage.check_paths(hostcheck.disk_items(disk, "disk.path"))
         if problems:
             raise SpecError(problems)
+        _intend(vm, "disks", disk)
         added: list[str] = []
         try:
             for node in cmdline.blockdev_args(disk):
                 await vm.qmp("blockdev-add", node)
                 added.append(node["node-name"])
+            failpoints.hit("hotplug.nodes-added")
             await vm.qmp("device_add", cmdline.disk_device_props(spec, disk, disk.boot_index, scsi_lun=lun))
+            failpoints.hit("hotplug.device-added")
         except KvmdError:
             for node_name in reversed(added):
                 with contextlib.suppress(KvmdError):
                     await vm.qmp("blockdev-del", {"node-name": node_name})
+            _intend(vm, None)
             raise
         spec.disks.append(disk)
         _add_to_definition(vm, "disks", disk)
-        vm.changed()
+        _done(vm)
         return _describe(disk)
 
 
@@ -137,7 +141,7 @@ async def hotplug_nic(vm: VM, doc: Any) -> dict[str, Any]:
         fdname = None
         if nic.backend == "tap":
             nic.tap = netdev.tap_name(spec.uuid, nic, len(spec.nics))
-            fd = netdev.open_tap(nic.tap, nic.bridge)
+            fd = netdev.open_tap(nic.tap, nic.bridge, nic.mac if nic.no_mac_spoofing else None)
             fdname = f"tap-{nic.name}"
             try:
                 assert vm.monitor is not None
@@ -146,18 +150,23 @@ async def hotplug_nic(vm: VM, doc: Any) -> dict[str, Any]:
             finally:
                 os.close(fd)
         props = cmdline.netdev_props(nic, fdname)
+        _intend(vm, "nics", nic)
         try:
             if props:
                 await vm.qmp("netdev_add", props)
             await vm.qmp("device_add", cmdline.nic_device_props(spec, nic, nic.boot_index))
+            failpoints.hit("hotplug.device-added")
         except KvmdError:
             if props:
                 with contextlib.suppress(KvmdError):
                     await vm.qmp("netdev_del", {"id": f"netdev-{nic.name}"})
+            if nic.no_mac_spoofing and nic.tap:
+                netdev.remove_mac_filter(nic.tap)
+            _intend(vm, None)
             raise
         spec.nics.append(nic)
         _add_to_definition(vm, "nics", nic)
-        vm.changed()
+        _done(vm)
         return _describe(nic)
 
 
@@ -222,6 +231,82 @@ async def _finish_removal(vm: VM, kind: str, dev: Disk | Nic) -> None:
         log.info("%s: %s unplugged", vm.name, dev_id)
     finally:
         vm.removals.pop(dev_id, None)
+
+
+def _intend(vm: VM, kind: str | None, dev: Disk | Nic | None = None) -> None:
+    """Write down the plug about to happen (or, with None, that none is), in the runtime
+    record, before QEMU is touched: a kvmd killed half way lets the next one finish or
+    undo it (`reconcile`)."""
+    if vm.record is None:
+        return
+    if kind is None:
+        if vm.record.pending is not None:
+            vm.record.pending = None
+            runtime.save(vm.cfg.run_dir, vm.record)
+        return
+    assert dev is not None
+    desc = _describe(dev)
+    del desc["device"]
+    vm.record.pending = {"op": "plug", "kind": kind, "device": desc}
+    runtime.save(vm.cfg.run_dir, vm.record)
+
+
+def _done(vm: VM) -> None:
+    """The plug is in the running spec: record (and definition) follow, the intent goes."""
+    if vm.record is not None:
+        vm.record.pending = None
+    vm.changed()
+
+
+async def reconcile(vm: VM) -> None:
+    """After a kvmd restart: make the running spec say what QEMU really has attached.
+
+    A plug that was under way (the record's `pending`) is completed if QEMU has its
+    device, else its backend (block nodes, netdev) is removed and it never happened. A
+    device in the spec that QEMU no longer has was unplugged while no kvmd listened for
+    its DEVICE_DELETED: its removal is finished now."""
+    spec = vm.live_spec
+    if spec is None or vm.record is None or not (vm.record.pending or spec.disks or spec.nics):
+        return  # nothing that could have been half plugged or unplugged: no QMP round trip
+    present = {p["name"] for p in await vm.qmp("qom-list", {"path": "/machine/peripheral"})
+               if str(p.get("type", "")).startswith("child<")}
+    pending, changed = vm.record.pending, False
+    if pending and pending.get("op") == "plug" and pending.get("kind") in ("disks", "nics"):
+        kind, doc = pending["kind"], dict(pending.get("device") or {})
+        try:
+            dev = _validated(spec, kind, doc)
+        except SpecError as e:
+            dev = None
+            log.error("%s: unreadable pending plug %s: %s", vm.name, doc, e)
+        if dev is not None and cmdline.device_id(dev) in present:
+            getattr(spec, kind).append(dev)
+            _add_to_definition(vm, kind, dev)
+            log.info("%s: completed the plug of %s interrupted by the restart", vm.name, cmdline.device_id(dev))
+        elif dev is not None:
+            await _remove_backend(vm, dev)
+            log.info("%s: undid the plug of %s interrupted by the restart", vm.name, cmdline.device_id(dev))
+        vm.record.pending, changed = None, True
+    for kind in ("disks", "nics"):
+        for dev in list(getattr(spec, kind)):
+            if cmdline.device_id(dev) not in present:
+                log.info("%s: %s was unplugged while kvmd was away", vm.name, cmdline.device_id(dev))
+                await _remove_backend(vm, dev)
+                _remove_from_specs(vm, kind, dev.name)
+                changed = True
+    if changed:
+        vm.changed()
+
+
+async def _remove_backend(vm: VM, dev: Disk | Nic) -> None:
+    if isinstance(dev, Disk):
+        for node in reversed(cmdline.blockdev_args(dev)):
+            with contextlib.suppress(KvmdError):
+                await vm.qmp("blockdev-del", {"node-name": node["node-name"]})
+    elif dev.backend != "none":
+        with contextlib.suppress(KvmdError):
+            await vm.qmp("netdev_del", {"id": f"netdev-{dev.name}"})
+        if dev.no_mac_spoofing and dev.tap:
+            netdev.remove_mac_filter(dev.tap)
 
 
 def _running_spec(vm: VM) -> VMSpec:

@@ -18,10 +18,11 @@ from typing import Any
 
 from kvmd import __version__, cgroups, hotplug, runtime
 from kvmd.config import Config, private_dir
-from kvmd.errors import AlreadyExists, NoSuchVM, QuotaExceeded, SpecError, WrongState
+from kvmd.errors import AlreadyExists, KvmdError, NoSuchVM, QuotaExceeded, SpecError, WrongState
 from kvmd.qemu import pci, probe
+from kvmd.qemu.process import end_orphans
 from kvmd.spec import VMSpec, from_dict, loads
-from kvmd.states import ACTIVE, INACTIVE
+from kvmd.states import ACTIVE, INACTIVE, State
 from kvmd.store import DefinitionStore
 from kvmd.vm import VM
 
@@ -51,6 +52,7 @@ class Manager:
         private_dir(cfg.run_dir, cfg.socket_group)
         os.makedirs(os.path.join(cfg.state_dir, "logs"), mode=0o700, exist_ok=True)
         self.cgroups = cgroups.for_config(cfg)
+        self._background: set[asyncio.Task] = set()
 
     # -- events ------------------------------------------------------------------------
 
@@ -104,16 +106,40 @@ class Manager:
             vm = self._new_vm(spec, False)
             self.vms[rec.name] = vm
         if await vm.attach(rec):
-            log.info("%s: re-attached to QEMU pid %d (%s)", rec.name, rec.pid, vm.state)
+            if vm.state not in ACTIVE:  # a start that had not completed: ended (vm.attach)
+                log.warning("%s: %s", rec.name, vm.reason)
+                return
+            log.info("%s: re-attached to QEMU pid %d (%s: %s)", rec.name, rec.pid, vm.state, vm.reason)
+            if vm.monitor is not None:
+                await self._finish_interrupted(vm, rec)
             return
+        ended = await end_orphans(rec) if rec.pid <= 0 else 0
         runtime.remove(self.cfg.run_dir, rec.name)
         await cgroups.remove_async(rec.cgroups)
-        state, reason = runtime.ended_while_away(rec, vm.paths.log)
+        if rec.starting:
+            state, reason = State.STOPPED, ("start interrupted: kvmd stopped before the start completed; "
+                                            + ("QEMU ended" if ended else "QEMU was not running"))
+        else:
+            state, reason = runtime.ended_while_away(rec, vm.paths.log)
         log.warning("%s: %s", rec.name, reason)
         if vm.persistent:
             vm.state, vm.reason = state, reason
         else:
             self.vms.pop(rec.name, None)
+
+    async def _finish_interrupted(self, vm: VM, rec: runtime.RuntimeRecord) -> None:
+        """Finish or undo what the last kvmd left half done on this re-attached VM: a
+        hot(un)plug (kvmd.hotplug.reconcile), a live migration (kvmd.migration)."""
+        try:
+            await hotplug.reconcile(vm)
+        except KvmdError as e:
+            log.error("%s: cannot reconcile devices after the restart: %s", vm.name, e)
+        if rec.migration:
+            from kvmd.migration import recover_interrupted  # light; loads the rest on demand
+
+            self._background.add(task := asyncio.create_task(recover_interrupted(self, vm, rec.migration),
+                                                             name=f"migration-recovery-{vm.name}"))
+            task.add_done_callback(self._background.discard)
 
     async def close(self) -> None:
         """Stop managing; every QEMU keeps running for the next kvmd to re-attach."""

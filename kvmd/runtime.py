@@ -42,6 +42,15 @@ class RuntimeRecord:
     spec_revision: str = ""
     version: int = VERSION
     cgroups: list[str] = field(default_factory=list)
+    # a start not yet complete: pid 0 = QEMU not spawned (or its pid not yet known);
+    # a restarted kvmd ends such a QEMU unless it already runs the guest
+    starting: bool = False
+    # an operation under way that a restarted kvmd must finish or undo:
+    # {"op": "plug", "kind": "disks"|"nics", "device": {...}} (kvmd.hotplug)
+    pending: dict[str, Any] | None = None
+    # a live migration of this VM: {"direction": "out", "dest", "keepSource", "wasRunning"}
+    # on the source, {"direction": "in"} on the destination until the guest runs there
+    migration: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not self.spec_revision:

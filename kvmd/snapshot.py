@@ -29,6 +29,12 @@ The metadata (snapshots, the overlays kvmd made and what backs each, each disk's
 original image) lives in `STATE_DIR/snapshots/NAME.json`, written atomically. The
 running spec and the definition always name the active top of each chain. kvmd only
 ever deletes images it created.
+
+A caller may choose which disks a snapshot covers (`disks`), where their overlays go
+(`overlays`: paths kvmd creates, or with `reuse` qcow2 files the caller already made on
+the disks' current images — recorded as the caller's, so kvmd never deletes them) and
+where the memory state goes (`memory_file`): what libvirt's snapshot XML and VDSM's
+pre-created volumes need (compat's shim maps `snapshotCreateXML` onto this).
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ import re
 import time
 from typing import TYPE_CHECKING, Any
 
-from kvmd import store
+from kvmd import runtime, store
 from kvmd.errors import (
     AlreadyExists,
     InvalidParams,
@@ -120,7 +126,7 @@ def _find(meta: dict[str, Any], vm: VM, snap: str) -> dict[str, Any]:
 
 def _describe(entry: dict[str, Any], current: str | None) -> dict[str, Any]:
     return {"name": entry["name"], "createdAt": entry["createdAt"], "vmState": entry["vmState"],
-            "memory": bool(entry.get("memory")), "memoryFile": entry.get("memory"),
+            "parent": entry.get("parent"), "memory": bool(entry.get("memory")), "memoryFile": entry.get("memory"),
             "quiesced": entry.get("quiesced", False), "current": entry["name"] == current,
             "disks": {d: {"frozen": p["frozen"], "overlay": p["overlay"]} for d, p in entry["disks"].items()}}
 
@@ -132,8 +138,13 @@ def _snapshottable(disk: Disk) -> bool:
     return bool(disk.path) and not disk.readonly and disk.media == "disk"
 
 
-async def _new_overlay(meta: dict[str, Any], disk: str, snap: str, backing: str, fmt: str) -> str:
-    """Create `ORIGIN_DIR/STEM.SNAP[.N].qcow2` on `backing`; record it as ours."""
+async def _new_overlay(meta: dict[str, Any], disk: str, snap: str, backing: str, fmt: str,
+                       path: str | None = None) -> str:
+    """Create `path`, or `ORIGIN_DIR/STEM.SNAP[.N].qcow2`, on `backing`; record it as ours."""
+    if path is not None:
+        await create_image(path, "qcow2", None, backing=backing, backing_fmt=fmt)
+        meta["overlays"][path] = {"backing": backing, "backingFormat": fmt, "disk": disk}
+        return path
     origin = meta["origins"].get(disk, backing)
     stem = os.path.splitext(os.path.basename(origin))[0]
     base = os.path.join(os.path.dirname(origin), f"{stem}.{snap}")
@@ -150,6 +161,32 @@ async def _new_overlay(meta: dict[str, Any], disk: str, snap: str, backing: str,
         meta["overlays"][path] = {"backing": backing, "backingFormat": fmt, "disk": disk}
         return path
     raise StorageFailure(f"no free overlay name for {base}.N.qcow2")
+
+
+async def _reuse_overlay(meta: dict[str, Any], disk: str, path: str, backing: str, fmt: str) -> str:
+    """Take the caller's existing qcow2 `path`, whose backing file must be `backing`."""
+    from kvmd.storage import image_info
+
+    try:
+        info = await image_info(path)
+    except StorageFailure as e:
+        raise StorageFailure(f"overlay for disk {disk!r}: {e.message}", {"path": path}) from None
+    linked = info.get("backingFile") or ""
+    if linked and not os.path.isabs(linked):
+        linked = os.path.join(os.path.dirname(path), linked)
+    if info.get("format") != "qcow2" or os.path.realpath(linked) != os.path.realpath(backing):
+        raise InvalidParams(f"overlay {path} must be a qcow2 image backed by {backing} (it is "
+                            f"{info.get('format')} on {info.get('backingFile')})", {"param": "overlays"})
+    meta["overlays"][path] = {"backing": backing, "backingFormat": fmt, "disk": disk, "external": True}
+    return path
+
+
+def _drop_overlay(meta: dict[str, Any], path: str) -> None:
+    """Forget an overlay; delete its file unless the caller made it (reuse)."""
+    info = meta["overlays"].pop(path, None) or {}
+    if not info.get("external"):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def _chain(meta: dict[str, Any], top: str | None) -> list[str]:
@@ -170,10 +207,8 @@ def _gc(meta: dict[str, Any], tops: list[str]) -> None:
         for p in entry["disks"].values():
             keep.update(_chain(meta, p["frozen"]))
     for path in [p for p in meta["overlays"] if p not in keep]:
-        del meta["overlays"][path]
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-        log.info("deleted overlay %s (no longer needed)", path)
+        _drop_overlay(meta, path)
+        log.info("dropped overlay %s (no longer needed)", path)
 
 
 def _tops(vm: VM) -> list[str]:
@@ -203,7 +238,35 @@ def _require(vm: VM, verb: str) -> None:
 # -- create --------------------------------------------------------------------------------
 
 
-async def create(vm: VM, snap: str, memory: bool = False, quiesce: bool = False) -> dict[str, Any]:
+def _check_selection(spec: VMSpec, disks: list[str] | None, overlays: dict[str, str] | None,
+                     memory_file: str | None) -> list[Disk]:
+    """The disks a snapshot covers: `disks` (names) or every writable disk image."""
+    usable = {d.name: d for d in spec.disks if _snapshottable(d)}
+    if disks is None:
+        chosen = list(usable.values())
+    else:
+        unknown = [n for n in disks if n not in usable]
+        if unknown or not isinstance(disks, list):
+            raise InvalidParams(f"disks: {', '.join(map(str, unknown)) or disks!r} is not a writable disk image "
+                                f"of the VM (those are: {', '.join(usable) or 'none'})", {"param": "disks"})
+        chosen = [usable[n] for n in disks]
+    names = {d.name for d in chosen}
+    for name, path in (overlays or {}).items():
+        if name not in names:
+            raise InvalidParams(f"overlays: {name!r} is not among the disks snapshotted", {"param": "overlays"})
+        if not isinstance(path, str) or not os.path.isabs(path):
+            raise InvalidParams(f"overlays.{name} must be an absolute path", {"param": "overlays"})
+    if memory_file is not None and (not os.path.isabs(memory_file) or os.path.exists(memory_file)):
+        raise InvalidParams("memory_file must be an absolute path that does not exist yet", {"param": "memory_file"})
+    return chosen
+
+
+async def create(vm: VM, snap: str, memory: bool = False, quiesce: bool = False, disks: list[str] | None = None,
+                 overlays: dict[str, str] | None = None, memory_file: str | None = None,
+                 reuse: bool = False) -> dict[str, Any]:
+    """Snapshot `disks` (default: every writable disk image), each onto a new overlay:
+    `overlays[disk]` (a path kvmd creates; with `reuse`, the caller's existing qcow2 on the
+    disk's current image) or kvmd's own name; `memory_file` for the memory state."""
     if not NAME_RE.match(snap):
         raise InvalidParams("snap must be 1-64 letters, digits, '_', '.', '+', '-'", {"param": "snap"})
     if memory and quiesce:
@@ -222,30 +285,32 @@ async def create(vm: VM, snap: str, memory: bool = False, quiesce: bool = False)
             raise InvalidParams("quiesce needs a running guest (its agent must answer)", {"param": "quiesce"})
         spec = vm.live_spec if active else vm.spec
         assert spec is not None
-        disks = [d for d in spec.disks if _snapshottable(d)]
-        if not disks and not memory:
+        chosen = _check_selection(spec, disks, overlays, memory_file)
+        if not chosen and not memory:
             raise NotSupported(f"{vm.name!r} has no writable disk image to snapshot")
         taken = to_dict(spec)
         vm_state = str(vm.state)
         meta["seq"] += 1
         plan: dict[str, dict[str, str]] = {}
         try:
-            for disk in disks:
+            for disk in chosen:
                 meta["origins"].setdefault(disk.name, disk.path)
-                overlay = await _new_overlay(meta, disk.name, snap, disk.path or "", disk.format)
+                wanted = (overlays or {}).get(disk.name)
+                if wanted is not None and reuse:
+                    overlay = await _reuse_overlay(meta, disk.name, wanted, disk.path or "", disk.format)
+                else:
+                    overlay = await _new_overlay(meta, disk.name, snap, disk.path or "", disk.format, wanted)
                 plan[disk.name] = {"frozen": disk.path or "", "format": disk.format, "overlay": overlay}
-            mem_path = _memory_path(vm, meta, plan, snap) if memory else None
+            mem_path = (memory_file or _memory_path(vm, meta, plan, snap)) if memory else None
             mem_error = await _take_live(vm, meta["seq"], plan, mem_path, quiesce) if active else ""
         except BaseException:
             for p in plan.values():
-                meta["overlays"].pop(p["overlay"], None)
-                with contextlib.suppress(OSError):
-                    os.unlink(p["overlay"])
+                _drop_overlay(meta, p["overlay"])
             raise
         for p in plan.values():
             _repoint([vm.live_spec, vm.spec], p["frozen"], p["overlay"], "qcow2")
         entry = {"name": snap, "createdAt": time.time(), "vmState": vm_state, "memory": None if mem_error else mem_path,
-                 "quiesced": quiesce, "spec": taken, "disks": plan}
+                 "quiesced": quiesce, "spec": taken, "disks": plan, "parent": meta["current"]}
         meta["snapshots"].append(entry)
         meta["current"] = snap
         save(vm.cfg, vm.name, meta)
@@ -355,6 +420,10 @@ async def _restore(vm: VM, entry: dict[str, Any]) -> None:
         if running:
             await vm.qmp("cont")
         vm._set_state(State.RUNNING if running else State.PAUSED, f"reverted to snapshot {entry['name']}")
+        if vm.record is not None and vm.record.migration is not None:
+            # loaded: no longer an incoming stream a restarted kvmd would have to end (vm.start)
+            vm.record.migration = None
+            runtime.save(vm.cfg.run_dir, vm.record)
     except BaseException:
         with contextlib.suppress(KvmdError):
             await vm.destroy(reason=f"could not restore the memory of snapshot {entry['name']}")
@@ -427,9 +496,7 @@ async def _merge(vm: VM, meta: dict[str, Any], disk: str, child: str, base: str,
                 if d.get("path") == child:
                     d["path"], d["format"] = base, fmt
     _repoint([vm.live_spec, vm.spec], child, base, fmt)
-    meta["overlays"].pop(child, None)
-    with contextlib.suppress(OSError):
-        os.unlink(child)
+    _drop_overlay(meta, child)
     log.info("%s: merged %s into %s", vm.name, child, base)
 
 
@@ -442,8 +509,11 @@ def list_(vm: VM) -> list[dict[str, Any]]:
 
 
 def api_methods(m: Manager) -> dict[str, Any]:
-    async def snapshot_create(name: str, snap: str, memory: bool = False, quiesce: bool = False) -> dict:
-        return await create(m.get(name), snap, memory=memory, quiesce=quiesce)
+    async def snapshot_create(name: str, snap: str, memory: bool = False, quiesce: bool = False,
+                              disks: list[str] | None = None, overlays: dict[str, str] | None = None,
+                              memory_file: str | None = None, reuse: bool = False) -> dict:
+        return await create(m.get(name), snap, memory=memory, quiesce=quiesce, disks=disks, overlays=overlays,
+                            memory_file=memory_file, reuse=reuse)
 
     async def snapshot_list(name: str) -> list:
         return list_(m.get(name))

@@ -24,7 +24,8 @@ _UNITS = {
     "tb": 1 << 40,
     "tib": 1 << 40,
 }
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*([a-zA-Z]*)\s*$")
+_SIZE_RE = re.compile(r"\s*([0-9]+)\s*([a-zA-Z]*)\s*", re.ASCII)  # ASCII digits only: no '٣'
+_MAX_DIGITS = 24  # more than any size (2**64 has 20 digits); int() of thousands is slow, or refused
 
 
 def parse_size(value: object) -> int:
@@ -37,9 +38,11 @@ def parse_size(value: object) -> int:
         return value
     if not isinstance(value, str):
         raise ValueError("must be a size such as 512MiB or 2G")
-    m = _SIZE_RE.match(value)
+    m = _SIZE_RE.fullmatch(value)
     if not m or m.group(2).lower() not in _UNITS:
-        raise ValueError(f"{value!r} is not a size such as 512MiB or 2G")
+        raise ValueError(f"{value[:40]!r} is not a size such as 512MiB or 2G")
+    if len(m.group(1).lstrip("0")) > _MAX_DIGITS:
+        raise ValueError("is too large")
     return int(m.group(1)) * _UNITS[m.group(2).lower()]
 
 

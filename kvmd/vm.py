@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kvmd import cgroups, hostcheck, netdev, qga, runtime
+from kvmd import cgroups, failpoints, hostcheck, netdev, ports, qga, runtime
 from kvmd.config import Config
 from kvmd.errors import InvalidParams, KvmdError, QemuFailure, Timeout, WrongState
 from kvmd.qemu import cmdline, probe
@@ -64,6 +64,11 @@ class Paths:
             nvram=os.path.join(state, "nvram", f"{name}_VARS.fd"),
         )
 
+    def channels(self, spec: VMSpec) -> dict[str, str]:
+        """Socket of each `unix` channel of `spec`: RUN_DIR/VM.CHANNEL, beside VM.qga."""
+        base = self.qmp[: -len(".qmp")]
+        return {c.name: f"{base}.{c.name}" for c in spec.channels if c.type == "unix"}
+
 
 Notify = Callable[["VM", dict[str, Any]], None]
 
@@ -95,6 +100,7 @@ class VM:
         self._exit_task: asyncio.Task | None = None
         self._shutdown_task: asyncio.Task | None = None
         self._destroy_reason = "destroyed"
+        self._abort_reason: str | None = None  # why an unfinished start was ended (attach)
 
     @property
     def lock(self) -> asyncio.Lock:
@@ -184,7 +190,7 @@ class VM:
         if self.proc is not None and self.proc.alive and self.monitor is not None:
             log.warning("%s: QMP connection lost while QEMU runs; reconnecting", self.name)
             await self.monitor.close()
-            mon = Monitor(self.name, self._on_qmp_event, self._on_qmp_lost)
+            mon = Monitor(self.name, self._on_qmp_event, self._on_qmp_lost, self.cfg.qmp_timeout)
             try:
                 await mon.connect(self.paths.qmp, self.cfg.qmp_connect_timeout)
                 self.monitor = mon
@@ -202,10 +208,15 @@ class VM:
         self.proc = None
         runtime.remove(self.cfg.run_dir, self.name)
         await cgroups.remove_async(self.record.cgroups if self.record else [])
-        for path in (self.paths.qmp, self.paths.console, self.paths.qga):
+        ended = self.live_spec or self.spec
+        if any(n.no_mac_spoofing for n in ended.nics):
+            await asyncio.to_thread(netdev.remove_filters, ended)
+        for path in (self.paths.qmp, self.paths.console, self.paths.qga, *self.paths.channels(ended).values()):
             with contextlib.suppress(OSError):
                 os.unlink(path)
-        if self.state == State.STARTING:
+        if self.state == State.STARTING and self._abort_reason:
+            new, reason = State.STOPPED, self._abort_reason
+        elif self.state == State.STARTING:
             new, reason = State.STOPPED, f"failed to start: {info.describe()}"
             tail = log_tail(self.paths.log)
             if tail:
@@ -238,7 +249,8 @@ class VM:
             self._require("start")
             spec = copy.deepcopy(spec or self.spec)
             caps = probe.probe(self.cfg.qemu)
-            sockets = [self.paths.qmp, self.paths.console, self.paths.qga]
+            channels = self.paths.channels(spec)
+            sockets = [self.paths.qmp, self.paths.console, self.paths.qga, *channels.values()]
             await hostcheck.check(spec, sockets, cmdline.OVMF_CODE)
             nvram = None
             if spec.boot.firmware == "uefi":
@@ -258,48 +270,65 @@ class VM:
                 opts = cmdline.LaunchOptions(
                     binary=caps.binary, accels=tuple(self.cfg.accel), qmp_fd=listener.fileno(),
                     serial_socket=self.paths.console, serial_log=self.paths.console_log,
-                    qga_socket=self.paths.qga, nvram=nvram,
+                    qga_socket=self.paths.qga, channel_sockets=channels, nvram=nvram,
+                    spice_port=next((ports.free_port(g.listen) for g in spec.graphics
+                                     if g.type == "spice" and not g.port), None),
                     sandbox=self.cfg.sandbox and caps.sandbox,
                     run_as=self.cfg.run_as, run_with=caps.run_with, tap_fds=taps, incoming=incoming)
                 argv = cmdline.build_argv(spec, opts)
                 self._shutdown_seen = self._destroy_requested = False
                 self._shutdown_info = {}
                 self._set_state(State.STARTING, "starting")
+                # The record is written before QEMU exists (pid 0, `starting`), so a kvmd
+                # killed at any point from here on leaves a trace for the next one to find
+                # the QEMU by (its argv) and end an unfinished start (manager._recover).
+                self.started_at = time.time()
+                record = runtime.RuntimeRecord(
+                    name=self.name, uuid=spec.uuid, pid=0, start_time=None, qmp=self.paths.qmp, argv=argv,
+                    spec=to_dict(spec), persistent=self.persistent, started_at=self.started_at, starting=True,
+                    migration={"direction": "in"} if incoming else None)
                 try:
                     hand_over([self.paths.log, self.paths.console_log, nvram], self.cfg.run_as)
+                    runtime.save(self.cfg.run_dir, record)
+                    failpoints.hit("start.recorded")
                     popen = spawn(argv, [listener.fileno(), *taps.values()], self.paths.log)
-                except OSError as e:
+                except (OSError, KvmdError) as e:
+                    runtime.remove(self.cfg.run_dir, self.name)
                     self._set_state(State.STOPPED, f"failed to start: {e}")
+                    if isinstance(e, KvmdError):
+                        raise
                     raise QemuFailure(f"cannot run {caps.binary}: {e}") from None
             finally:
                 listener.close()
                 for fd in taps.values():
                     os.close(fd)
+            failpoints.hit("start.spawned")
             self.proc = ProcessHandle(popen.pid, popen)
             self.live_spec = spec
-            self.started_at = time.time()
-            self.record = runtime.RuntimeRecord(
-                name=self.name, uuid=spec.uuid, pid=popen.pid,
-                start_time=None, qmp=self.paths.qmp, argv=argv,
-                spec=to_dict(spec), persistent=self.persistent, started_at=self.started_at)
+            self.record = record
+            record.pid = popen.pid
             self._exit_task = asyncio.create_task(self._watch_exit(self.proc), name=f"exit-{self.name}")
             try:
-                self.record.cgroups = cgroups.place_vm(self.cfg, self.name, popen.pid, spec)
-                runtime.save(self.cfg.run_dir, self.record)
-                self.monitor = Monitor(self.name, self._on_qmp_event, self._on_qmp_lost)
+                record.cgroups = cgroups.place_vm(self.cfg, self.name, popen.pid, spec)
+                runtime.save(self.cfg.run_dir, record)
+                failpoints.hit("start.saved")
+                self.monitor = Monitor(self.name, self._on_qmp_event, self._on_qmp_lost, self.cfg.qmp_timeout)
                 await self.monitor.connect(self.paths.qmp, self.cfg.qmp_connect_timeout)
-                # /proc/<pid>/stat blocks while QEMU is still exec'ing: read it once it talks
-                self.record.start_time = start_time(popen.pid)
-                runtime.save(self.cfg.run_dir, self.record)
                 await self._post_launch(spec)
+                failpoints.hit("start.connected")
                 if incoming:
                     self._set_state(State.MIGRATING_IN, "waiting for the incoming migration")
                 elif paused:
                     self._set_state(State.PAUSED, "started paused")
                 else:
                     await self.monitor.execute("cont")
+                    failpoints.hit("start.cont")
                     if self.state == State.STARTING:
                         self._set_state(State.RUNNING, "booted")
+                # /proc/<pid>/stat blocks while QEMU is still exec'ing: read it once it talked
+                record.start_time = start_time(popen.pid)
+                record.starting = False
+                runtime.save(self.cfg.run_dir, record)
             except (KvmdError, OSError) as e:
                 await self._abort_start()
                 msg = self.reason if self.reason.startswith("failed to start") else f"failed to start: {e}"
@@ -331,7 +360,13 @@ class VM:
             self.graphics.append({"type": "spice", "host": sp.get("host"), "port": sp.get("port")})
 
     async def attach(self, record: runtime.RuntimeRecord) -> bool:
-        """Re-adopt the QEMU in `record` after a kvmd restart; False if it is gone."""
+        """Re-adopt the QEMU in `record` after a kvmd restart; False if it is gone.
+
+        A start that had not completed (`record.starting`) is finished if QEMU already
+        runs the guest, else its QEMU is ended (it never ran the guest) and the VM is
+        stopped, as if the start had failed."""
+        if record.pid <= 0:
+            return False  # never spawned as far as the record knows (manager.end_orphans)
         try:  # pidfd first: then the pid cannot be recycled between check and adoption
             proc = ProcessHandle(record.pid, None)
         except OSError:
@@ -344,7 +379,7 @@ class VM:
         # a transient VM's spec was just parsed from this very record: do not parse twice
         self.live_spec = self.spec if not self.persistent else from_dict(record.spec)
         self._exit_task = asyncio.create_task(self._watch_exit(proc), name=f"exit-{self.name}")
-        self.monitor = Monitor(self.name, self._on_qmp_event, self._on_qmp_lost)
+        self.monitor = Monitor(self.name, self._on_qmp_event, self._on_qmp_lost, self.cfg.qmp_timeout)
         try:
             await self.monitor.connect(record.qmp, self.cfg.qmp_connect_timeout)
             status = await self.monitor.execute("query-status")
@@ -354,6 +389,16 @@ class VM:
             self._set_state(State.RUNNING, f"re-attached without QMP: {e}", force=True)
             return True
         st = status.get("status")
+        if record.starting and not status.get("running"):
+            self._abort_reason = ("start interrupted: kvmd stopped before the start completed "
+                                  f"(QEMU was {st}); QEMU ended")
+            self._set_state(State.STARTING, "ending an unfinished start", force=True)
+            await self._abort_start()
+            return True
+        if record.starting:
+            record.starting = False
+            record.start_time = record.start_time or start_time(record.pid)
+            runtime.save(self.cfg.run_dir, record)
         if status.get("running"):
             self._set_state(State.RUNNING, "re-attached", force=True)
         elif st == "shutdown":
@@ -485,6 +530,7 @@ class VM:
             "console": self.paths.console if self.state in ACTIVE and spec.serial.type == "socket" else None,
             "consoleLog": self.paths.console_log,
             "guestAgent": self.paths.qga if self.state in ACTIVE and spec.guest_agent else None,
+            "channels": self.paths.channels(spec) if self.state in ACTIVE else {},
             "graphics": list(self.graphics),
             "log": self.paths.log,
         }

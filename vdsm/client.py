@@ -52,9 +52,14 @@ class _Listener(stomp.ConnectionListener):
 
 class StompRpcClient:
     def __init__(self, host: str = "127.0.0.1", port: int = 54321, heartbeats: tuple[int, int] = (0, 0),
-                 timeout: float = 60.0, events: bool = True):
+                 timeout: float = 60.0, events: bool = True, tls: tuple[str, str, str | None] | None = None):
+        """`tls`: (certificate, key, CA file) to speak TLS with a client certificate, as one
+        VDSM host does to another during a migration."""
         self.host, self.port, self.timeout = host, port, timeout
         self.conn = stomp.Connection12([(host, port)], heartbeats=heartbeats, auto_content_length=True)
+        if tls is not None:
+            cert, key, ca = tls
+            self.conn.set_ssl(for_hosts=[(host, port)], cert_file=cert, key_file=key, ca_certs=ca)
         self.reply_to = f"jms.topic.{uuid.uuid4()}"
         self._pending: dict[str, queue.Queue] = {}
         self._lock = threading.Lock()

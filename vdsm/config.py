@@ -26,6 +26,11 @@ class Config:
     events_destination: str = "jms.queue.events"
     state_dir: str = ""
     vm_backends: dict[str, str] = field(default_factory=dict)
+    # migration: the URI by which a source endpoint's backend reaches this host's backend
+    # (returned by VM.migrationCreate); default: this host's own socket (same-host only)
+    migration_uris: dict[str, str] = field(default_factory=dict)
+    migration_monitor_interval: float = 1.0   # seconds between VM_migration_status events
+    migration_timeout: float = 120.0          # a destination whose domain never appears gives up
 
     def __post_init__(self) -> None:
         if not self.kvmd_socket:
@@ -40,7 +45,9 @@ class Config:
 _KEYS = {"host": "host", "port": "port", "backend": "backend", "kvmdSocket": "kvmd_socket",
          "libvirtUri": "libvirt_uri", "hooksDir": "hooks_dir", "hookTimeout": "hook_timeout",
          "tlsCert": "tls_cert", "tlsKey": "tls_key", "tlsCa": "tls_ca",
-         "eventsDestination": "events_destination", "stateDir": "state_dir", "vmBackends": "vm_backends"}
+         "eventsDestination": "events_destination", "stateDir": "state_dir", "vmBackends": "vm_backends",
+         "migrationUris": "migration_uris", "migrationMonitorInterval": "migration_monitor_interval",
+         "migrationTimeout": "migration_timeout"}
 
 
 def load(path: str | None = None, **overrides: object) -> Config:

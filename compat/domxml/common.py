@@ -11,8 +11,13 @@ the parser stores, under the spec's `metadata.libvirt` (a kvmd-owned key):
               ovirt-vm / ovirt-tune namespaces and all)
     devices:  templates of the devices that are spec entries, by key: `disk:NAME`,
               `nic:NAME`, `graphics:vnc|spice`, `serial`, `console`, `channel:qga`,
-              `memballoon`, `rng` ("" = present with nothing left over)
-    implicit: things kvmd needed that the XML left implicit (`topology`), not written back
+              `channel:NAME` (the spec's `channels`), `input:tablet`, `memballoon`,
+              `rng` ("" = present with nothing left over)
+    implicit: things kvmd needed that the XML left implicit, not written back: `topology`
+              (records made before `cpu.maxCount`), `disk:NAME/cache`, `disk:NAME/io` (a
+              `<driver>` without them: QEMU's defaults writeback and threads)
+    channelOrder: the target names of the `<channel>`s in document order, when the guest
+              agent's is not the first
 
 A spec that has `metadata.libvirt` came from XML: the emitter writes only what its
 record says existed. A spec without it (made for kvmd) gets libvirt's usual spelling.
@@ -31,6 +36,12 @@ QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 QEMU = f"{{{QEMU_NS}}}"
 LIBVIRT_KEY = "libvirt"
 GA_CHANNEL = "org.qemu.guest_agent.0"
+SPICE_CHANNEL = "com.redhat.spice.0"
+# the one nwfilter kvmd enforces (kvmd.netdev, with ebtables): VDSM's, which is libvirt's
+# no-mac-spoofing + no-arp-mac-spoofing (spec `nics[].noMacSpoofing`)
+MAC_FILTER = "vdsm-no-mac-spoofing"
+# <sysinfo><system><entry name>: SMBIOS type 1 strings, in the order dmidecode shows them
+SMBIOS_ENTRIES = ("manufacturer", "product", "version", "serial", "uuid", "sku", "family")
 KVMD_NS = "urn:kvmd:metadata:1"  # kvmd's own spec metadata, as JSON, inside <metadata>
 KVMD_META = f"{{{KVMD_NS}}}metadata"
 
@@ -82,6 +93,7 @@ class Ctx:
     origin: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     machine: str = "pc"
     os_boot: bool = False  # <os><boot dev> given (per-device <boot order> then refused)
+    smbios_mode: str | None = None  # <os><smbios mode>: 'sysinfo' applies <sysinfo>
 
     def came_from(self, spec_path: str, element: str, attribute: str | None = None) -> None:
         self.origin[spec_path] = (element, attribute)

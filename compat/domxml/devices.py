@@ -13,7 +13,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from compat.domxml.common import DEV_RE, GA_CHANNEL, Ctx, is_q35, user_alias_name
+from compat.domxml.common import (
+    DEV_RE,
+    GA_CHANNEL,
+    MAC_FILTER,
+    SPICE_CHANNEL,
+    Ctx,
+    is_q35,
+    user_alias_name,
+)
 from compat.errors import UnsupportedXML
 from compat.xmlutil import Node
 
@@ -30,11 +38,14 @@ def parse_devices(devs: Node, ctx: Ctx) -> None:
     spec["nics"] = [_nic(devs, n, i, ctx) for i, n in enumerate(devs.children("interface"))]
     spec["serial"] = _serial(devs, ctx)
     spec["graphics"] = [_graphics(devs, g, i, ctx) for i, g in enumerate(devs.children("graphics"))]
-    spec["guestAgent"] = _channels(devs, ctx)
+    spec["guestAgent"], channels = _channels(devs, ctx)
+    if channels:
+        spec["channels"] = channels
     spec["memory"]["balloon"] = _memballoon(devs, ctx)
     spec["rng"] = _rng(devs, ctx)
-    devs.keep_children("controller", check=_controller)
-    devs.keep_children("input", check=_input)
+    for ctl in devs.keep_children("controller", check=_controller):
+        _scsi_iothread(ctl, ctx)
+    spec["tablet"] = _inputs(devs, ctx)
     devs.keep_children("video", check=_video)
     devs.keep_children("audio", check=_audio)
 
@@ -93,22 +104,41 @@ def _disk(devs: Node, d: Node, index: int, ctx: Ctx) -> dict[str, Any]:
         if cache is not None:
             disk["cache"] = "writeback" if cache == "default" else cache
             ctx.came_from(sp + ".cache", driver.path, "cache")
+        else:  # QEMU's default, writeback: not written back either
+            ctx.lv.setdefault("implicit", []).append(f"disk:{name}/cache")
         io = driver.attr("io", None, choices=IO)
         if io is not None:
             disk["aio"] = io
             ctx.came_from(sp + ".aio", driver.path, "io")
+        else:  # threads
+            ctx.lv.setdefault("implicit", []).append(f"disk:{name}/io")
         policy = driver.attr("error_policy", None, choices=ERROR_POLICY)
         if policy is not None:
             disk["errorPolicy"] = policy
+        iothread = driver.int_attr("iothread", minimum=1)
+        if iothread is not None:
+            if bus != "virtio":
+                driver.fail_attr("iothread", "only a virtio disk has its own iothread "
+                                 "(SCSI disks run in their controller's: <controller><driver iothread>)")
+            disk["iothread"] = iothread
+            ctx.came_from(sp + ".iothread", driver.path, "iothread")
         driver.keep("discard", choices=("unmap",))  # kvmd always passes discards down
     source = d.child("source")
     if source is not None:
         source.attr("index")  # runtime: libvirt's node index in a running domain
-        path = source.attr("file" if kind == "file" else "dev", "")
+        attr = "file" if kind == "file" else "dev"
+        path = source.attr(attr, "", keep=source.el.get(attr) == "")  # file='': an empty cdrom, kept
         if path:
             disk["path"] = path
             ctx.came_from(sp + ".path", source.path)
         source.keep_children("seclabel", check=_dac_no_relabel)
+        if source.el.get("startupPolicy") is not None:
+            # optional: start without a medium that is missing. An empty cdrom has none to
+            # miss (the engine's empty cdrom); kvmd fails a start whose image is missing.
+            source.keep("startupPolicy", choices=("optional",))
+            if path or media != "cdrom":
+                source.fail_attr("startupPolicy", "kvmd fails a start whose image is missing: "
+                                 "only an empty cdrom may say optional")
     if source is None or not disk.get("path"):
         if media == "disk":
             d.fail("a disk needs a <source> (only a cdrom may be empty)")
@@ -185,6 +215,16 @@ def _nic(devs: Node, n: Node, index: int, ctx: Ctx) -> dict[str, Any]:
     if link is not None:
         link.keep("state", choices=("up",))
     n.keep_children("bandwidth", check=Node.check)
+    # 1500, a tap's own MTU, is what the engine sends for a default network
+    n.keep_children("mtu", check=lambda m: (m.keep("size", choices=("1500",)), m.check()))
+    filt = n.child("filterref")
+    if filt is not None:
+        if filt.attr("filter", choices=(MAC_FILTER,)) is None:
+            filt.fail("a <filterref> needs a filter")
+        if kind == "user":
+            filt.fail("a user NIC has no host bridge to filter on (kvmd filters taps)")
+        nic["noMacSpoofing"] = True
+        ctx.came_from(sp + ".noMacSpoofing", filt.path)
     order = _boot_order(n, ctx, sp)
     if order is not None:
         nic["bootIndex"] = order
@@ -273,34 +313,65 @@ def _graphics(devs: Node, g: Node, index: int, ctx: Ctx) -> dict[str, Any]:
     valid_to = g.attr("passwdValidTo")
     if valid_to is not None:
         out["passwordValidTo"] = valid_to[:19]
+    # what the engine always sends: en-us is QEMU's own VNC layout; tlsPort -1 asks for a
+    # TLS port only where TLS is set up, and kvmd has no SPICE TLS (libvirt's spice_tls=0)
+    if kind == "vnc":
+        g.keep("keymap", choices=("en-us",))
+    else:
+        g.keep("tlsPort", choices=("-1",))
     g.drop("address")
     _alias(g)
     ctx.device_template(f"graphics:{kind}", g.template())
     return out
 
 
-def _channels(devs: Node, ctx: Ctx) -> bool:
+def _channels(devs: Node, ctx: Ctx) -> tuple[bool, list[dict[str, Any]]]:
+    """Virtio-serial channels: the guest agent's (`guestAgent`), other unix sockets
+    (`channels`, e.g. oVirt's ovirt-guest-agent.0) and the SPICE agent's (spicevmc)."""
     found = False
+    names: dict[str, None] = {}  # in document order
+    channels: list[dict[str, Any]] = []
+    spice = any(g.get("type") == "spice" for g in ctx.spec.get("graphics") or [])
     for ch in devs.children("channel"):
         devs.take(ch)
+        kind = ch.attr("type", choices=("unix", "spicevmc"))
+        if kind is None:
+            ch.fail("a <channel> needs a type")
         tgt = ch.child("target")
         if tgt is None:
             ch.fail("a <channel> needs a <target>")
         tgt.attr("type", choices=("virtio",))
-        tgt.attr("name", choices=(GA_CHANNEL,))
+        name = tgt.attr("name")
+        if kind == "spicevmc":
+            if name not in (None, SPICE_CHANNEL):
+                tgt.fail_attr("name", f"the SPICE agent's channel is {SPICE_CHANNEL}")
+            if not spice:
+                ch.fail("a spicevmc channel needs a SPICE <graphics>")
+            name = SPICE_CHANNEL
+        elif not name:
+            tgt.fail("a unix channel needs a name (kvmd names its sockets after it)")
         tgt.attr("state")  # runtime: whether the agent is connected
-        if found:
-            ch.fail("only one guest agent channel")
-        found = True
-        ch.attr("type", choices=("unix",))
+        if name in names:
+            ch.fail(f"a second {name} channel")
+        names[name] = None
         src = ch.child("source")
         if src is not None:
+            if kind == "spicevmc":
+                src.fail("a spicevmc channel has no source")
             src.keep("mode", choices=("bind",))
-            src.keep("path")  # kept, not applied: kvmd binds its own agent socket
+            src.keep("path")  # kept, not applied: kvmd binds its own sockets in its run dir
         ch.drop("address")
         _alias(ch)
-        ctx.device_template("channel:qga", ch.template())
-    return found
+        if name == GA_CHANNEL:
+            found = True
+            ctx.device_template("channel:qga", ch.template())
+        else:
+            ctx.came_from(f"channels[{len(channels)}]", ch.path)
+            channels.append({"name": name, "type": kind})
+            ctx.device_template(f"channel:{name}", ch.template())
+    if found and channels and next(iter(names)) != GA_CHANNEL:
+        ctx.lv["channelOrder"] = list(names)  # the agent's is not first: say where it goes
+    return found, channels
 
 
 def _memballoon(devs: Node, ctx: Ctx) -> bool:
@@ -351,6 +422,12 @@ def _controller(node: Node) -> None:
     if kind == "scsi" and model not in (None, "virtio-scsi"):
         node.fail_attr("model", "kvmd's SCSI controller is virtio-scsi")
     node.keep("index", "ports", "vectors")
+    if kind == "scsi":  # its iothread is applied by _scsi_iothread
+        for drv in node.keep_children("driver"):
+            drv.keep("iothread")
+            if node.el.get("index", "0") != "0":
+                drv.fail_attr("iothread", "kvmd has one SCSI controller (index 0)")
+            drv.check()
     for tag in ("model", "target"):
         for sub in node.keep_children(tag):
             sub.keep(*sub.el.attrib.keys())
@@ -360,12 +437,47 @@ def _controller(node: Node) -> None:
     node.check()
 
 
-def _input(node: Node) -> None:
-    kind = node.attr("type", choices=("mouse", "keyboard", "tablet"), keep=True)
-    node.keep("bus", choices=("usb",) if kind == "tablet" else ("ps2",))
-    node.drop("address")
-    _alias(node)
-    node.check()
+def _scsi_iothread(ctl: Node, ctx: Ctx) -> None:
+    """The virtio-scsi controller's <driver iothread>: the `iothread` of its SCSI disks
+    (kvmd's spec keeps it per disk; they all share the one controller)."""
+    drv = ctl.el.find("driver")
+    if ctl.el.get("type") != "scsi" or drv is None or drv.get("iothread") is None:
+        return
+    value = drv.get("iothread", "")
+    if not value.isascii() or not value.isdigit() or int(value) < 1:
+        raise UnsupportedXML(ctl.path + "/driver", "must be an iothread number (1..<iothreads>)",
+                             "iothread", value)
+    for i, disk in enumerate(ctx.spec.get("disks") or []):
+        if disk.get("bus") == "scsi":
+            disk["iothread"] = int(value)
+            ctx.came_from(f"disks[{i}].iothread", ctl.path + "/driver", "iothread")
+
+
+def _inputs(devs: Node, ctx: Ctx) -> bool:
+    """ps2 mouse/keyboard: built into the machine, kept. A usb tablet: `tablet` (kvmd adds
+    a qemu-xhci controller for it, whatever model the XML's USB controller names)."""
+    tablet = False
+    for node in devs.children("input"):
+        kind = node.attr("type", choices=("mouse", "keyboard", "tablet"), keep=True)
+        if kind == "tablet":
+            node.attr("type")  # regenerated from the spec
+            node.attr("bus", "usb", choices=("usb",))
+            if tablet:
+                node.fail("kvmd gives a VM one tablet")
+            usb = [c for c in devs.el.findall("controller") if c.get("type") == "usb"]
+            if usb and all(c.get("model") == "none" for c in usb):
+                node.fail("a USB tablet needs a USB controller (this domain's is model='none')")
+            tablet = True
+            devs.take(node)
+            node.drop("address")
+            _alias(node)
+            ctx.device_template("input:tablet", node.template())
+            continue
+        node.keep("bus", choices=("ps2",))
+        node.drop("address")
+        _alias(node)
+        node.check()
+    return tablet
 
 
 def _video(node: Node) -> None:

@@ -26,8 +26,10 @@ from compat.domxml.common import (
     KVMD_META,
     KVMD_NS,
     LIBVIRT_KEY,
+    MAC_FILTER,
     QEMU,
     QEMU_NS,
+    SMBIOS_ENTRIES,
     dev_letters,
     full_topology,
     split_cpu_model,
@@ -41,8 +43,8 @@ from kvmd.spec import VMSpec, from_dict
 from kvmd.spec.model import Disk, Nic
 
 DOMAIN_ORDER = ["name", "uuid", "genid", "title", "description", "metadata", "maxMemory", "memory",
-                "currentMemory", "vcpu", "os", "features", "cpu", "clock", "on_poweroff",
-                "on_reboot", "on_crash", "devices", "seclabel", QEMU + "commandline"]
+                "currentMemory", "vcpu", "iothreads", "cputune", "sysinfo", "os", "features", "cpu", "clock",
+                "on_poweroff", "on_reboot", "on_crash", "pm", "devices", "seclabel", QEMU + "commandline"]
 DEVICE_ORDER = ["emulator", "disk", "controller", "interface", "serial", "console", "channel",
                 "input", "graphics", "audio", "video", "memballoon", "rng"]
 
@@ -109,6 +111,15 @@ class Emitter:
         self.metadata(root)
         self.memory(root)
         self.vcpus(root)
+        if s.iothreads:
+            _sub(root, "iothreads", str(s.iothreads))
+        if s.cpu.shares is not None:
+            _sub(_sub(root, "cputune"), "shares", str(s.cpu.shares))
+        if s.smbios:
+            system = _sub(_sub(root, "sysinfo", type="smbios"), "system")
+            for key in SMBIOS_ENTRIES:
+                if key in s.smbios:
+                    _sub(system, "entry", s.smbios[key], name=key)
         self.os(root)
         if self.native:
             features = _sub(root, "features")
@@ -121,6 +132,11 @@ class Emitter:
         _sub(root, "on_poweroff", lc.on_poweroff)
         _sub(root, "on_reboot", lc.on_reboot)
         _sub(root, "on_crash", lc.on_crash)
+        if s.pm.suspend_to_mem is not None or s.pm.suspend_to_disk is not None:
+            pm = _sub(root, "pm")
+            for tag, value in (("suspend-to-mem", s.pm.suspend_to_mem), ("suspend-to-disk", s.pm.suspend_to_disk)):
+                if value is not None:
+                    _sub(pm, tag, enabled="yes" if value else "no")
         self.devices(_sub(root, "devices"))
         if s.qemu_args:
             cl = _sub(root, QEMU + "commandline")
@@ -131,6 +147,7 @@ class Emitter:
         devs = root.find("devices")
         if devs is not None:
             _order(devs, DEVICE_ORDER)
+            _order_channels(devs, self.lv.get("channelOrder"))
         etree.cleanup_namespaces(root, top_nsmap=_used_nsmap(root))
         return root
 
@@ -156,14 +173,14 @@ class Emitter:
 
     def _topology(self) -> tuple[int, int, int] | None:
         c = self.s.cpu
-        if "topology" in (self.lv.get("implicit") or []):
+        if "topology" in (self.lv.get("implicit") or []):  # records made before cpu.maxCount
             return None
-        return full_topology(c.count, c.sockets, c.cores, c.threads)
+        return full_topology(c.maximum, c.sockets, c.cores, c.threads)
 
     def vcpus(self, root: etree._Element) -> None:
         c = self.s.cpu
-        if c.sockets and c.cores and c.threads:
-            top = c.sockets * c.cores * c.threads
+        if c.max_count is not None or (c.sockets and c.cores and c.threads):
+            top = c.maximum
         else:
             topo = full_topology(c.count, c.sockets, c.cores, c.threads)
             top = topo[0] * topo[1] * topo[2] if topo else c.count
@@ -206,6 +223,8 @@ class Emitter:
         typ = _sub(os_, "type", "hvm", machine=self.s.machine)
         if self.native:
             typ.set("arch", "x86_64")
+        if self.s.smbios:
+            _sub(os_, "smbios", mode="sysinfo")
         if b.firmware == "uefi" and self.native:
             _sub(os_, "loader", OVMF_CODE, readonly="yes", type="pflash")
         if b.nvram:
@@ -233,6 +252,12 @@ class Emitter:
                 _sub(ch, "source", mode="bind")
             _sub(ch, "target", type="virtio", name=GA_CHANNEL)
             merge(ch, self.tpl("channel:qga"))
+        for c in s.channels:
+            ch = _sub(devs, "channel", type=c.type)
+            if self.native and c.type == "unix":
+                _sub(ch, "source", mode="bind")
+            _sub(ch, "target", type="virtio", name=c.name)
+            merge(ch, self.tpl(f"channel:{c.name}"))
         for g in s.graphics:
             gfx = _sub(devs, "graphics", type=g.type)
             if g.port:
@@ -254,10 +279,15 @@ class Emitter:
             rng = _sub(devs, "rng", model="virtio")
             _sub(rng, "backend", "/dev/urandom", model="random")
             merge(rng, self.tpl("rng"))
+        if s.tablet:
+            merge(_sub(devs, "input", type="tablet", bus="usb"), self.tpl("input:tablet"))
         if self.native:
             if any(d.bus == "scsi" for d in s.disks):
-                _sub(devs, "controller", type="scsi", index="0", model="virtio-scsi")
-            _sub(devs, "controller", type="usb", index="0", model="none")
+                ctl = _sub(devs, "controller", type="scsi", index="0", model="virtio-scsi")
+                iothread = next((d.iothread for d in s.disks if d.bus == "scsi" and d.iothread), None)
+                if iothread:
+                    _sub(ctl, "driver", iothread=iothread)
+            _sub(devs, "controller", type="usb", index="0", model="qemu-xhci" if s.tablet else "none")
             if s.graphics:
                 video = _sub(devs, "video")
                 spice = any(g.type == "spice" for g in s.graphics)
@@ -294,7 +324,11 @@ class Emitter:
         kind = tpl.get("type") if tpl is not None and tpl.get("type") else (
             "block" if (d.path or "").startswith("/dev/") else "file")
         el = etree.Element("disk", type=kind, device=d.media)
-        _sub(el, "driver", name="qemu", type=d.format, cache=d.cache, io=d.aio, error_policy=d.error_policy)
+        implicit = self.lv.get("implicit") or []
+        cache = None if d.cache == "writeback" and f"disk:{d.name}/cache" in implicit else d.cache
+        aio = None if d.aio == "threads" and f"disk:{d.name}/io" in implicit else d.aio
+        _sub(el, "driver", name="qemu", type=d.format, cache=cache, io=aio, error_policy=d.error_policy,
+             iothread=d.iothread if d.bus == "virtio" else None)
         if d.path:
             _sub(el, "source", **{"dev" if kind == "block" else "file": d.path})
         tgt = _sub(el, "target", bus=xml_bus(d.bus, self.s.machine))
@@ -328,6 +362,8 @@ class Emitter:
             raise UnsupportedSpec(f"nics[{index}].backend", "a NIC without a backend has no libvirt spelling")
         _sub(el, "mac", address=n.mac)
         _sub(el, "model", type=n.model)
+        if n.no_mac_spoofing:
+            _sub(el, "filterref", filter=MAC_FILTER)
         if n.boot_index is not None:
             _sub(el, "boot", order=n.boot_index)
         if n.name != f"net{index}" and not _has(tpl, "alias"):
@@ -370,6 +406,30 @@ def _order(parent: etree._Element, order: list[str]) -> None:
     for el in kids:
         parent.remove(el)
         parent.append(el)
+
+
+def _order_channels(devs: etree._Element, names: Any) -> None:
+    """Put the <channel>s in the recorded document order (by target name), in place."""
+    if not isinstance(names, list):
+        return
+    chans = elements(devs, "channel")
+    if not chans:
+        return
+    rank = {n: i for i, n in enumerate(names)}
+
+    def key(el: etree._Element) -> int:
+        tgt = el.find("target")
+        return rank.get(tgt.get("name") if tgt is not None else None, len(names))
+
+    anchor = chans[0].getprevious()
+    parent = devs
+    for el in chans:
+        parent.remove(el)
+    for el in reversed(sorted(chans, key=key)):
+        if anchor is None:
+            parent.insert(0, el)
+        else:
+            anchor.addnext(el)
 
 
 def _used_nsmap(root: etree._Element) -> dict[str, str]:

@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from compat.domxml import devices
-from compat.domxml.common import BOOT_DEVS, KVMD_META, LIBVIRT_KEY, QEMU, Ctx
+from compat.domxml.common import BOOT_DEVS, KVMD_META, LIBVIRT_KEY, QEMU, SMBIOS_ENTRIES, Ctx
 from compat.errors import UnsupportedXML
-from compat.xmlutil import Node, memory_bytes, parse, to_string
+from compat.xmlutil import UNITS, Node, is_number, memory_bytes, parse, to_string
 from kvmd.errors import SpecError
 from kvmd.spec import from_dict, to_dict
 
@@ -80,6 +80,10 @@ def _domain(dom: Node, ctx: Ctx) -> None:
     _os(dom, ctx)  # first: the machine type decides disk buses
     _memory(dom, ctx)
     _vcpus(dom, ctx)
+    _iothreads(dom, ctx)
+    _cputune(dom, ctx)
+    _sysinfo(dom, ctx)
+    _pm(dom, ctx)
     features = dom.child("features")
     if features is not None:
         _features(features)
@@ -123,7 +127,7 @@ def _metadata(meta: Node, ctx: Ctx) -> None:
     for own in el.findall(KVMD_META):
         try:
             data = json.loads(own.text or "{}")
-        except ValueError:
+        except (ValueError, RecursionError):
             data = None
         if not isinstance(data, dict):
             raise UnsupportedXML(meta.path + "/kvmd:metadata", "must hold a JSON object")
@@ -181,32 +185,30 @@ def _vcpus(dom: Node, ctx: Ctx) -> None:
     if vcpu is not None:
         vcpu.keep("placement", choices=("static",))
         text = vcpu.text()
-        if not text.isdigit() or int(text) < 1:
-            vcpu.fail(f"{text!r} is not a vCPU count")
+        if not is_number(text) or int(text) < 1:
+            vcpu.fail(f"{text[:40]!r} is not a vCPU count")
         maxv = int(text)
         current = vcpu.int_attr("current", minimum=1)
         ctx.came_from("cpu", vcpu.path)
     cpu: dict[str, Any] = {"count": current or maxv}
+    if current is not None and current < maxv:
+        cpu["maxCount"] = maxv  # vCPU hotplug room: QEMU maxcpus
     node = dom.child("cpu")
     topo = None
     if node is not None:
-        topo = _cpu(node, cpu, ctx)
+        topo = _cpu(node, cpu, ctx, maxv)
     if topo is not None:
         s, c, t = topo
         if s * c * t != maxv:
             raise UnsupportedXML(node.path + "/topology", f"sockets*cores*threads = {s * c * t} "
                                  f"must equal the maximum vCPU count {maxv} (<vcpu>)")
         cpu.update(sockets=s, cores=c, threads=t)
-    elif current is not None and current < maxv:
-        # libvirt and QEMU both default to sockets=max, cores=threads=1
-        cpu.update(sockets=maxv, cores=1, threads=1)
-        ctx.lv.setdefault("implicit", []).append("topology")
     if current is not None and current > maxv:
         vcpu.fail_attr("current", f"must not exceed the vCPU count {maxv}")
     ctx.spec["cpu"] = cpu
 
 
-def _cpu(node: Node, cpu: dict[str, Any], ctx: Ctx) -> tuple[int, int, int] | None:
+def _cpu(node: Node, cpu: dict[str, Any], ctx: Ctx, maxv: int) -> tuple[int, int, int] | None:
     model_node = node.child("model")
     mode = node.attr("mode", "custom", choices=("custom", "host-model", "host-passthrough", "maximum"))
     node.keep("match", choices=("exact", "minimum", "strict"))
@@ -240,7 +242,7 @@ def _cpu(node: Node, cpu: dict[str, Any], ctx: Ctx) -> tuple[int, int, int] | No
     if model is not None:
         cpu["model"] = model
         ctx.came_from("cpu.model", node.path)
-    node.keep_children("numa", check=_numa)
+    node.keep_children("numa", check=lambda n: _numa(n, maxv, ctx.spec["memory"]["size"]))
     topo = node.child("topology")
     if topo is None:
         return None
@@ -255,16 +257,120 @@ def _cpu(node: Node, cpu: dict[str, Any], ctx: Ctx) -> tuple[int, int, int] | No
     return vals[0], vals[1], vals[2]
 
 
-def _numa(node: Node) -> None:
-    """One NUMA cell holding every vCPU and all memory: what kvmd's QEMU has anyway."""
+def _numa(node: Node, maxv: int, memory: int) -> None:
+    """One NUMA cell holding every vCPU and all memory is what kvmd's QEMU has anyway
+    (one node; QEMU makes it explicit itself when memory hotplug is on): kept. A cell
+    that leaves vCPUs or memory out, or several cells, would need -numa: refused."""
     cells = node.keep_children("cell")
     if len(cells) != 1:
         node.fail("kvmd runs one NUMA node: exactly one <cell> is supported")
     cell = cells[0]
     cell.keep("id", choices=("0",))
-    cell.keep("cpus", "memory", "unit")
     cell.keep("memAccess", choices=("shared", "private"))
+    cpus = cell.attr("cpus", keep=True)
+    try:
+        ids = cpu_list(cpus or "")
+    except ValueError as e:
+        cell.fail_attr("cpus", str(e))
+    if ids != set(range(maxv)):
+        cell.fail_attr("cpus", f"the one NUMA cell must hold every vCPU: 0-{maxv - 1}")
+    unit = cell.attr("unit", "KiB", keep=True)
+    size = cell.attr("memory", keep=True)
+    if unit not in UNITS or size is None or not is_number(size) or int(size) * UNITS[unit] != memory:
+        cell.fail_attr("memory", f"the one NUMA cell must hold all memory: {memory // 1024} KiB")
     cell.check()
+    node.check()
+
+
+def cpu_list(text: str) -> set[int]:
+    """libvirt's CPU list syntax: `0-3,6,^2` -> {0, 1, 3, 6}."""
+    out: set[int] = set()
+    minus: set[int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        neg = part.startswith("^")
+        part = part[1:] if neg else part
+        lo, _, hi = part.partition("-")
+        if not is_number(lo, 5) or (hi and not is_number(hi, 5)) or (hi and int(hi) < int(lo)):
+            raise ValueError(f"{text[:40]!r} is not a CPU list like 0-3,6")
+        ids = set(range(int(lo), int(hi or lo) + 1))
+        (minus if neg else out).update(ids)
+    return out - minus
+
+
+PM_STATES = (("suspend-to-mem", "suspendToMem"), ("suspend-to-disk", "suspendToDisk"))
+
+
+def _pm(dom: Node, ctx: Ctx) -> None:
+    """<pm>: which ACPI sleep states (S3, S4) the guest is offered (spec `pm`)."""
+    node = dom.child("pm")
+    if node is None:
+        return
+    pm = {}
+    for tag, key in PM_STATES:
+        state = node.child(tag)
+        if state is not None:
+            enabled = state.attr("enabled", choices=("yes", "no"))
+            if enabled is None:
+                state.fail("needs enabled='yes' or enabled='no'")
+            pm[key] = enabled == "yes"
+    ctx.spec["pm"] = pm
+    node.check()
+
+
+def _iothreads(dom: Node, ctx: Ctx) -> None:
+    node = dom.child("iothreads")
+    if node is None:
+        return
+    text = node.text()
+    if not is_number(text, 3):
+        node.fail(f"{text[:40]!r} is not a number of iothreads")
+    ctx.spec["iothreads"] = int(text)
+    ctx.came_from("iothreads", node.path)
+
+
+def _cputune(dom: Node, ctx: Ctx) -> None:
+    """<cputune><shares>: the VM cgroup's CPU weight (cpu.shares). Pinning, periods and
+    quotas are refused (kvmd's CPU limit is its own quota of cpu.count CPUs)."""
+    node = dom.child("cputune")
+    if node is None:
+        return
+    shares = node.child("shares")
+    if shares is not None:
+        text = shares.text()
+        if not is_number(text, 7):
+            shares.fail(f"{text[:40]!r} is not a number of CPU shares")
+        ctx.spec["cpu"]["shares"] = int(text)
+        ctx.came_from("cpu.shares", shares.path)
+    node.check()
+
+
+def _sysinfo(dom: Node, ctx: Ctx) -> None:
+    """<sysinfo type='smbios'><system>: SMBIOS type 1, applied (`smbios`) when
+    `<os><smbios mode='sysinfo'/>` asks for it, as libvirt does; kept otherwise."""
+    node = dom.child("sysinfo")
+    if node is None:
+        if ctx.smbios_mode == "sysinfo":
+            dom.fail("<os><smbios mode='sysinfo'/> needs a <sysinfo type='smbios'>")
+        return
+    applied = ctx.smbios_mode == "sysinfo"
+    node.attr("type", choices=("smbios",), keep=not applied)
+    if node.el.get("type") is None:
+        node.fail("a <sysinfo> needs type='smbios'")
+    system = node.child("system")
+    if system is None:
+        node.fail("kvmd sets the SMBIOS system strings (type 1) only: a <system> is needed")
+    smbios: dict[str, str] = {}
+    for entry in system.children("entry"):
+        name = entry.attr("name", choices=SMBIOS_ENTRIES, keep=not applied)
+        if name is None:
+            entry.fail("an <entry> needs a name")
+        if name in smbios:
+            entry.fail_attr("name", "given twice")
+        smbios[name] = entry.text(keep=not applied)
+    if applied:
+        ctx.spec["smbios"] = smbios
+        ctx.came_from("smbios", system.path)
     node.check()
 
 
@@ -317,6 +423,12 @@ def _os(dom: Node, ctx: Ctx) -> None:
         order.append(BOOT_DEVS[dev])
     ctx.os_boot = bool(order)
     boot["order"] = order or ["disk"]
+    smbios = os_.child("smbios")
+    if smbios is not None:
+        # sysinfo: the <sysinfo> strings (kvmd's `smbios`); emulate: QEMU's own (the default)
+        ctx.smbios_mode = smbios.attr("mode", choices=("sysinfo", "emulate"), keep=True)
+        if ctx.smbios_mode is None:
+            smbios.fail("an <smbios> needs a mode")
     ctx.spec["boot"] = boot
 
 

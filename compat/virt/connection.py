@@ -42,6 +42,7 @@ class virConnect:  # noqa: N801  (libvirt's name)
         self._close_cbs: list[tuple[Callable[..., Any], Any]] = []
         self._lock = threading.Lock()
         self._api_methods: set[str] | None = None
+        self._disk_dev_cache: dict[tuple[Any, ...], tuple[frozenset, dict[str, str]]] = {}
         with _OPEN_LOCK:
             _OPEN.add(self)
 
@@ -158,7 +159,11 @@ class virConnect:  # noqa: N801  (libvirt's name)
         raise errors.make(c.VIR_ERR_NO_DOMAIN, f"no domain with matching id {id}")
 
     def listAllDomains(self, flags: int = 0) -> list[virDomain]:  # noqa: N802
-        return [self._domain(i) for i in self._call("vm.list") if list_flags_match(flags or 0, i)]
+        infos = self._call("vm.list")
+        if (flags or 0) & (c.VIR_CONNECT_LIST_DOMAINS_HAS_SNAPSHOT | c.VIR_CONNECT_LIST_DOMAINS_NO_SNAPSHOT):
+            for info in infos:  # only asked for when the filter needs it: one call per VM
+                info["hasSnapshot"] = bool(self._call("vm.snapshot_list", name=info["name"]))
+        return [self._domain(i) for i in infos if list_flags_match(flags or 0, i)]
 
     def listDomainsID(self) -> list[int]:  # noqa: N802
         return [int(i["pid"]) for i in self._call("vm.list") if i.get("state") in ACTIVE and i.get("pid")]
@@ -223,7 +228,31 @@ class virConnect:  # noqa: N801  (libvirt's name)
     def _stats_of(self, infos: list[dict[str, Any]], groups: int) -> list[tuple[virDomain, dict[str, Any]]]:
         active = [i["name"] for i in infos if i.get("state") in ACTIVE]
         all_stats = self._call("vm.stats", names=active) if active else {}
-        return [(self._domain(i), stats.record(i, all_stats.get(i["name"], {}), groups)) for i in infos]
+        block = not groups or groups & c.VIR_DOMAIN_STATS_BLOCK
+        out = []
+        for i in infos:
+            s = all_stats.get(i["name"], {})
+            devs = self._disk_devs(i, s) if block and s.get("disks") else None
+            out.append((self._domain(i), stats.record(i, s, groups, devs)))
+        return out
+
+    def _disk_devs(self, info: dict[str, Any], s: dict[str, Any]) -> dict[str, str]:
+        """kvmd disk name -> target dev, as libvirt names `block.N.name`: read from the spec
+        once per QEMU (name, uuid, pid) and again when the VM's set of disks changes."""
+        names = frozenset(d.get("name") for d in s["disks"])
+        key = (info["name"], info.get("uuid"), info.get("pid"))
+        hit = self._disk_dev_cache.get(key)
+        if hit is not None and hit[0] == names:
+            return hit[1]
+        try:
+            spec = self._call("vm.info", name=info["name"], spec=True)["spec"]
+        except errors.libvirtError:  # gone meanwhile: kvmd's own names
+            return {}
+        devs = {d["name"]: d["dev"] for d in xmlconv._spec_disks(spec) if d["name"] and d["dev"]}
+        if len(self._disk_dev_cache) > 4096:  # VMs come and go: forget the old ones now and then
+            self._disk_dev_cache.clear()
+        self._disk_dev_cache[key] = (names, devs)
+        return devs
 
     # -- events ----------------------------------------------------------------------------------
 
@@ -273,7 +302,12 @@ class virConnect:  # noqa: N801  (libvirt's name)
 
     def _local_event(self, dom: virDomain, event: int, detail: int) -> None:
         """DEFINED/UNDEFINED (kvmd does not send these): to every shim connection on this kvmd."""
+        self._local_emit(dom, c.VIR_DOMAIN_EVENT_ID_LIFECYCLE, (event, detail))
+
+    def _local_emit(self, dom: virDomain, event_id: int, args: tuple[Any, ...]) -> None:
+        """An event the shim raises itself (kvmd sends none like it), to every shim
+        connection on this kvmd: DEFINED/UNDEFINED, a migration's JOB_COMPLETED."""
         with _OPEN_LOCK:
             conns = [conn for conn in _OPEN if conn._socket == self._socket and conn._callbacks]
         for conn in conns:
-            conn._emit(dom.name(), dom.UUIDString(), c.VIR_DOMAIN_EVENT_ID_LIFECYCLE, (event, detail))
+            conn._emit(dom.name(), dom.UUIDString(), event_id, args)

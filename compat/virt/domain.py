@@ -12,6 +12,8 @@ verb; libvirt's behaviour is kept where callers rely on it:
 - `detachDevice*` returns once QEMU removed the device or, if the guest does not
   acknowledge in time, as libvirt does after its own wait: the removal completes
   whenever the guest acknowledges (VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED tells).
+- `migrateToURI3` & co. map onto kvmd's live migration (compat/virt/migration.py),
+  `snapshotCreateXML` & co. onto its external snapshots (compat/virt/snapshot.py).
 - Calls kvmd cannot do raise VIR_ERR_NO_SUPPORT naming the call (`__getattr__`).
 """
 
@@ -21,7 +23,7 @@ import uuid as uuidlib
 from typing import TYPE_CHECKING, Any
 
 from compat.virt import constants as c
-from compat.virt import errors, stats, xmlconv
+from compat.virt import errors, migration, snapshot, stats, xmlconv
 from compat.virt.metadata import get_metadata, set_metadata
 from compat.virt.states import ACTIVE, to_libvirt
 
@@ -30,8 +32,6 @@ if TYPE_CHECKING:
 
 # libvirt waits this long for the guest to acknowledge an unplug (qemuDomainRemoveDeviceWaitTime)
 DETACH_WAIT_S = 5.0
-_NOT_MAPPED_MIGRATION = ("libvirt migration URIs and parameters are not mapped onto kvmd's "
-                         "vm.migrate yet")
 # "no deadline": libvirt's shutdown never turns into a destroy
 NO_DEADLINE_S = 10.0 * 365 * 24 * 3600
 
@@ -426,14 +426,137 @@ class virDomain:  # noqa: N801  (libvirt's name)
         _info, s = self._running_stats()
         return stats.memory_dict(s)
 
-    # -- what kvmd does not do (yet) ------------------------------------------------------------
+    # -- migration (compat/virt/migration.py) ---------------------------------------------------
 
     def migrateToURI3(self, dconnuri: str, params: dict | None = None, flags: int = 0) -> int:  # noqa: N802
-        raise errors.unsupported("virDomain.migrateToURI3", _NOT_MAPPED_MIGRATION)
+        """Live-migrate to the kvmd `dconnuri` names (vm.migrate); returns once it ended."""
+        self._write("migrateToURI3")
+        dest = migration.destination(dconnuri)
+        info = self._info()
+        opts = migration.options(self, info, params, flags)
+        if info.get("state") not in ("running", "paused"):
+            raise errors.make(c.VIR_ERR_OPERATION_INVALID, "domain is not running")
+        try:
+            status = self._call("vm.migrate", name=self._name, dest=dest, **opts)
+        except errors.libvirtError as e:
+            if e.get_error_code() == c.VIR_ERR_OPERATION_FAILED and self._migration_status().get("state") == "cancelled":
+                raise migration.aborted() from None
+            raise
+        self._conn._local_emit(self, c.VIR_DOMAIN_EVENT_ID_JOB_COMPLETED, (migration.completed_event(status),))
+        return 0
 
     def migrateToURI(self, duri: str, flags: int = 0, dname: str | None = None, bandwidth: int = 0) -> int:  # noqa: N802
-        raise errors.unsupported("virDomain.migrateToURI", _NOT_MAPPED_MIGRATION)
+        """The older call: peer-to-peer with `duri` as the destination URI."""
+        params: dict[str, Any] = {c.VIR_MIGRATE_PARAM_BANDWIDTH: bandwidth} if bandwidth else {}
+        if dname:
+            params[c.VIR_MIGRATE_PARAM_DEST_NAME] = dname
+        return self.migrateToURI3(duri, params, flags)
 
-    def snapshotCreateXML(self, xmlDesc: str, flags: int = 0) -> Any:  # noqa: N802, N803
-        raise errors.unsupported("virDomain.snapshotCreateXML",
-                                 "libvirt snapshot XML is not mapped onto kvmd's vm.snapshot_create yet")
+    def _migration_status(self) -> dict[str, Any]:
+        try:
+            return self._call("vm.migrate_status", name=self._name)
+        except errors.libvirtError as e:
+            if e.get_error_code() == c.VIR_ERR_OPERATION_INVALID:  # none known
+                return {}
+            raise
+
+    def migrateStartPostCopy(self, flags: int = 0) -> int:  # noqa: N802
+        self._write("migrateStartPostCopy")
+        check_flags("virDomainMigrateStartPostCopy", flags, 0)
+        self._info()
+        status = self._migration_status()
+        if status.get("direction") != "out" or status.get("state") in migration.DONE:
+            raise errors.make(c.VIR_ERR_OPERATION_INVALID,
+                              "post-copy can only be started while outgoing migration is in progress")
+        if not (status.get("options") or {}).get("postcopy"):
+            raise errors.make(c.VIR_ERR_OPERATION_INVALID,
+                              "switching to post-copy requires migration to be started with VIR_MIGRATE_POSTCOPY flag")
+        self._call("vm.migrate_postcopy", name=self._name)
+        return 0
+
+    def abortJob(self) -> int:  # noqa: N802
+        """Cancel the outgoing migration (vm.migrate_cancel): the VM keeps running here."""
+        self._write("abortJob")
+        self._info()
+        status = self._migration_status()
+        if status.get("direction") != "out" or status.get("state") in migration.DONE:
+            raise errors.make(c.VIR_ERR_OPERATION_INVALID, "no job is active on the domain")
+        if status.get("postcopy"):
+            raise errors.make(c.VIR_ERR_OPERATION_INVALID, "cannot abort migration in post-copy mode")
+        self._call("vm.migrate_cancel", name=self._name)
+        return 0
+
+    def jobStats(self, flags: int = 0) -> dict[str, Any]:  # noqa: N802
+        check_flags("virDomainGetJobStats", flags, c.VIR_DOMAIN_JOB_STATS_COMPLETED
+                    | c.VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED)
+        info = self._info()
+        if info.get("state") not in ACTIVE and not flags & c.VIR_DOMAIN_JOB_STATS_COMPLETED:
+            raise errors.make(c.VIR_ERR_OPERATION_INVALID, "domain is not running")
+        return migration.job_stats(self._migration_status(), flags)
+
+    def jobInfo(self) -> list[int]:  # noqa: N802
+        return migration.job_info(self.jobStats(0))
+
+    # -- snapshots (compat/virt/snapshot.py) -----------------------------------------------------
+
+    def _snapshots(self) -> list[dict[str, Any]]:
+        return self._call("vm.snapshot_list", name=self._name)
+
+    def snapshotCreateXML(self, xmlDesc: str, flags: int = 0) -> snapshot.virDomainSnapshot:  # noqa: N802, N803
+        """An external snapshot (vm.snapshot_create) described by libvirt's snapshot XML."""
+        self._write("snapshotCreateXML")
+        info = self._info(spec=True)
+        name, kwargs = snapshot.parse_create(xmlDesc, info, flags)
+        if any(e["name"] == name for e in self._snapshots()):
+            raise errors.make(c.VIR_ERR_OPERATION_INVALID, f"domain snapshot '{name}' already exists")
+        self._call("vm.snapshot_create", name=self._name, **kwargs)
+        return snapshot.virDomainSnapshot(self, name)
+
+    def _listed(self, call: str, flags: int) -> list[dict[str, Any]]:
+        check_flags(call, flags, snapshot.LIST_FLAGS)
+        self._info()
+        entries = self._snapshots()
+        return [e for e in entries if snapshot.matches(e, entries, flags)]
+
+    def listAllSnapshots(self, flags: int = 0) -> list[snapshot.virDomainSnapshot]:  # noqa: N802
+        return [snapshot.virDomainSnapshot(self, e["name"]) for e in self._listed("virDomainListAllSnapshots", flags)]
+
+    def snapshotListNames(self, flags: int = 0) -> list[str]:  # noqa: N802
+        return [e["name"] for e in self._listed("virDomainSnapshotListNames", flags)]
+
+    def snapshotNum(self, flags: int = 0) -> int:  # noqa: N802
+        return len(self._listed("virDomainSnapshotNum", flags))
+
+    def snapshotLookupByName(self, name: str, flags: int = 0) -> snapshot.virDomainSnapshot:  # noqa: N802
+        check_flags("virDomainSnapshotLookupByName", flags, 0)
+        self._info()
+        if not any(e["name"] == name for e in self._snapshots()):
+            raise snapshot.not_found(name)
+        return snapshot.virDomainSnapshot(self, name)
+
+    def hasCurrentSnapshot(self, flags: int = 0) -> int:  # noqa: N802
+        check_flags("virDomainHasCurrentSnapshot", flags, 0)
+        self._info()
+        return int(any(e.get("current") for e in self._snapshots()))
+
+    def snapshotCurrent(self, flags: int = 0) -> snapshot.virDomainSnapshot:  # noqa: N802
+        check_flags("virDomainSnapshotCurrent", flags, 0)
+        self._info()
+        for e in self._snapshots():
+            if e.get("current"):
+                return snapshot.virDomainSnapshot(self, e["name"])
+        raise errors.make(c.VIR_ERR_NO_DOMAIN_SNAPSHOT, "the domain does not have a current snapshot")
+
+    def revertToSnapshot(self, snap: snapshot.virDomainSnapshot, flags: int = 0) -> int:  # noqa: N802
+        """vm.snapshot_revert: the VM restarts from the snapshot, in the state it was taken in."""
+        self._write("revertToSnapshot")
+        check_flags("virDomainRevertToSnapshot", flags, c.VIR_DOMAIN_SNAPSHOT_REVERT_RUNNING
+                    | c.VIR_DOMAIN_SNAPSHOT_REVERT_PAUSED | c.VIR_DOMAIN_SNAPSHOT_REVERT_FORCE
+                    | c.VIR_DOMAIN_SNAPSHOT_REVERT_RESET_NVRAM)
+        if flags & (c.VIR_DOMAIN_SNAPSHOT_REVERT_RUNNING | c.VIR_DOMAIN_SNAPSHOT_REVERT_PAUSED
+                    | c.VIR_DOMAIN_SNAPSHOT_REVERT_RESET_NVRAM):
+            raise errors.unsupported("virDomain.revertToSnapshot flags",
+                                     "kvmd restores the state the snapshot was taken in")
+        self.snapshotLookupByName(snap.getName())
+        self._call("vm.snapshot_revert", name=self._name, snap=snap.getName())
+        return 0

@@ -50,6 +50,9 @@ _FORMATS: dict[int, str] = {
     c.VIR_ERR_AGENT_UNRESPONSIVE: "Guest agent is not responding: %s",
     c.VIR_ERR_ACCESS_DENIED: "access denied: %s",
     c.VIR_ERR_DEVICE_MISSING: "device not found: %s",
+    c.VIR_ERR_OPERATION_ABORTED: "operation aborted: %s",
+    c.VIR_ERR_NO_DOMAIN_SNAPSHOT: "Domain snapshot not found: %s",
+    c.VIR_ERR_INVALID_DOMAIN_SNAPSHOT: "invalid domain snapshot: %s",
 }
 
 # kvmd API error code -> (libvirt error code, libvirt error domain)

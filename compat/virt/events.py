@@ -47,6 +47,16 @@ def lifecycle(state: str, previous: str, reason: str) -> list[tuple[int, int]]:
     E = c  # noqa: N806  (short alias for the constants)
     if reason.startswith("re-attached"):
         return []  # kvmd restarted and found the VM: nothing happened to the guest
+    if state == "migrating-in":  # an incoming domain (also a snapshot's memory being restored)
+        return [(E.VIR_DOMAIN_EVENT_STARTED, E.VIR_DOMAIN_EVENT_STARTED_MIGRATED)] if previous == "starting" else []
+    if previous == "migrating-in" and state in ("running", "paused"):
+        if reason.startswith("reverted to snapshot"):
+            return [(E.VIR_DOMAIN_EVENT_RESUMED, E.VIR_DOMAIN_EVENT_RESUMED_FROM_SNAPSHOT)] if state == "running" else []
+        if state == "running":
+            return [(E.VIR_DOMAIN_EVENT_RESUMED, E.VIR_DOMAIN_EVENT_RESUMED_MIGRATED)]
+        return [(E.VIR_DOMAIN_EVENT_SUSPENDED, E.VIR_DOMAIN_EVENT_SUSPENDED_MIGRATED)]
+    if previous == "migrating-out" and state in ("running", "paused"):
+        return []  # the migration failed or was cancelled: the guest ran on here all along
     if state == "running":
         if previous == "starting":
             return [(E.VIR_DOMAIN_EVENT_RESUMED, E.VIR_DOMAIN_EVENT_RESUMED_UNPAUSED),
@@ -69,12 +79,19 @@ def lifecycle(state: str, previous: str, reason: str) -> list[tuple[int, int]]:
             return []
         if reason.startswith("failed to start"):
             return [(E.VIR_DOMAIN_EVENT_STOPPED, E.VIR_DOMAIN_EVENT_STOPPED_FAILED)]
+        if reason.startswith("migrated to"):  # QEMU pauses the source for the switch-over, then ends
+            return [(E.VIR_DOMAIN_EVENT_SUSPENDED, E.VIR_DOMAIN_EVENT_SUSPENDED_MIGRATED),
+                    (E.VIR_DOMAIN_EVENT_STOPPED, E.VIR_DOMAIN_EVENT_STOPPED_MIGRATED)]
         if reason.endswith("destroyed"):
             # QEMU reports a SHUTDOWN (host) on the SIGTERM of a destroy; libvirt passes it on
             return [(E.VIR_DOMAIN_EVENT_SHUTDOWN, E.VIR_DOMAIN_EVENT_SHUTDOWN_HOST),
                     (E.VIR_DOMAIN_EVENT_STOPPED, E.VIR_DOMAIN_EVENT_STOPPED_DESTROYED)]
+        if previous == "migrating-in":  # the incoming migration failed or was abandoned
+            return [(E.VIR_DOMAIN_EVENT_STOPPED, E.VIR_DOMAIN_EVENT_STOPPED_FAILED)]
         return [(E.VIR_DOMAIN_EVENT_STOPPED, E.VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN)]
     if state == "crashed":
+        if previous == "migrating-in":
+            return [(E.VIR_DOMAIN_EVENT_STOPPED, E.VIR_DOMAIN_EVENT_STOPPED_FAILED)]
         return [(E.VIR_DOMAIN_EVENT_STOPPED, E.VIR_DOMAIN_EVENT_STOPPED_CRASHED)]
     return []
 

@@ -15,13 +15,18 @@ libvirt reads the same situation the same way:
               failed to start | other)            FAILED | UNKNOWN
     crashed  (QEMU died on its own)      SHUTOFF, CRASHED   (libvirt's own CRASHED state is
                                                              only for on_crash=preserve)
+    migrating-out                        RUNNING, UNKNOWN   (libvirt keeps the running reason
+                                                             until the switch-over pauses it)
+    migrating-in                         PAUSED, MIGRATION  (an incoming domain, as libvirt's)
+    running  (migrated in | reverted …)  RUNNING, MIGRATED | FROM_SNAPSHOT
+    stopped  (migrated to …)             SHUTOFF, MIGRATED  (a source kept with keep_source)
 """
 
 from __future__ import annotations
 
 from compat.virt import constants as c
 
-ACTIVE = frozenset({"starting", "running", "paused", "shutting-down"})
+ACTIVE = frozenset({"starting", "running", "paused", "shutting-down", "migrating-out", "migrating-in"})
 
 
 def to_libvirt(state: str, reason: str) -> tuple[int, int]:
@@ -32,7 +37,15 @@ def to_libvirt(state: str, reason: str) -> tuple[int, int]:
             return c.VIR_DOMAIN_RUNNING, c.VIR_DOMAIN_RUNNING_BOOTED
         if reason == "resumed":
             return c.VIR_DOMAIN_RUNNING, c.VIR_DOMAIN_RUNNING_UNPAUSED
+        if reason == "migrated in":
+            return c.VIR_DOMAIN_RUNNING, c.VIR_DOMAIN_RUNNING_MIGRATED
+        if reason.startswith("reverted to snapshot"):
+            return c.VIR_DOMAIN_RUNNING, c.VIR_DOMAIN_RUNNING_FROM_SNAPSHOT
         return c.VIR_DOMAIN_RUNNING, c.VIR_DOMAIN_RUNNING_UNKNOWN
+    if state == "migrating-out":
+        return c.VIR_DOMAIN_RUNNING, c.VIR_DOMAIN_RUNNING_UNKNOWN
+    if state == "migrating-in":
+        return c.VIR_DOMAIN_PAUSED, c.VIR_DOMAIN_PAUSED_MIGRATION
     if state == "paused":
         if reason in ("paused", "started paused"):
             return c.VIR_DOMAIN_PAUSED, c.VIR_DOMAIN_PAUSED_USER
@@ -50,6 +63,8 @@ def to_libvirt(state: str, reason: str) -> tuple[int, int]:
             return c.VIR_DOMAIN_SHUTOFF, c.VIR_DOMAIN_SHUTOFF_DESTROYED
         if reason.startswith("failed to start"):
             return c.VIR_DOMAIN_SHUTOFF, c.VIR_DOMAIN_SHUTOFF_FAILED
+        if reason.startswith("migrated to"):
+            return c.VIR_DOMAIN_SHUTOFF, c.VIR_DOMAIN_SHUTOFF_MIGRATED
         if reason == "guest shut down" or reason.startswith("shutdown ("):
             return c.VIR_DOMAIN_SHUTOFF, c.VIR_DOMAIN_SHUTOFF_SHUTDOWN
         return c.VIR_DOMAIN_SHUTOFF, c.VIR_DOMAIN_SHUTOFF_UNKNOWN
@@ -77,13 +92,14 @@ def list_flags_match(flags: int, info: dict) -> bool:
                c.VIR_DOMAIN_SHUTOFF: c.VIR_CONNECT_LIST_DOMAINS_SHUTOFF}.get(lv_state, c.VIR_CONNECT_LIST_DOMAINS_OTHER)
     groups.append((c.VIR_CONNECT_LIST_DOMAINS_RUNNING | c.VIR_CONNECT_LIST_DOMAINS_PAUSED
                    | c.VIR_CONNECT_LIST_DOMAINS_SHUTOFF | c.VIR_CONNECT_LIST_DOMAINS_OTHER, run_bit))
-    # no managed save, no autostart, no snapshots in kvmd
+    # no managed save, no autostart in kvmd; snapshots: listAllDomains fills in hasSnapshot
     groups.append((c.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE | c.VIR_CONNECT_LIST_DOMAINS_NO_MANAGEDSAVE,
                    c.VIR_CONNECT_LIST_DOMAINS_NO_MANAGEDSAVE))
     groups.append((c.VIR_CONNECT_LIST_DOMAINS_AUTOSTART | c.VIR_CONNECT_LIST_DOMAINS_NO_AUTOSTART,
                    c.VIR_CONNECT_LIST_DOMAINS_NO_AUTOSTART))
     groups.append((c.VIR_CONNECT_LIST_DOMAINS_HAS_SNAPSHOT | c.VIR_CONNECT_LIST_DOMAINS_NO_SNAPSHOT,
-                   c.VIR_CONNECT_LIST_DOMAINS_NO_SNAPSHOT))
+                   c.VIR_CONNECT_LIST_DOMAINS_HAS_SNAPSHOT if info.get("hasSnapshot")
+                   else c.VIR_CONNECT_LIST_DOMAINS_NO_SNAPSHOT))
     for mask, have in groups:
         if flags & mask and not flags & have:
             return False

@@ -110,9 +110,11 @@ def device_doc(xml: str, spec: dict[str, Any]) -> tuple[str, dict[str, Any], dic
     kind = "disks" if el.tag == "disk" else "nics"
     taken = {d.get("name") for d in spec.get(kind) or []}
     machine = spec.get("machine") or "q35"
+    iothreads = int(spec.get("iothreads") or 0)  # a disk may name one (<driver iothread>)
     dom = etree.fromstring(
         "<domain type='kvm'><name>device</name><memory unit='MiB'>256</memory>"
-        f"<os><type arch='x86_64' machine='{machine}'>hvm</type></os><devices/></domain>")
+        + (f"<iothreads>{iothreads}</iothreads>" if iothreads else "")
+        + f"<os><type arch='x86_64' machine='{machine}'>hvm</type></os><devices/></domain>")
     dom.find("devices").append(el)
     converted = to_spec(etree.tostring(dom, encoding="unicode"))
     doc = converted[kind][0]

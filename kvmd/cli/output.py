@@ -139,6 +139,8 @@ def vm_info(info: dict[str, Any]) -> str:
             continue
         if key == "graphics":
             pairs.append((key, _graphics(value or [])))
+        elif key == "channels":  # {name: socket}
+            pairs.append((key, _value(key, ", ".join(f"{k}={v}" for k, v in (value or {}).items()) or None)))
         else:
             pairs.append((key, _value(key, value)))
     return key_values(pairs)

@@ -20,6 +20,16 @@ if TYPE_CHECKING:
     from kvmd.manager import Manager
 
 
+async def recover_interrupted(m: Manager, vm: Any, info: dict[str, Any]) -> None:
+    """A restarted kvmd found `vm` in a migration (its runtime record's `migration`)."""
+    from kvmd.migration import incoming, outgoing
+
+    if info.get("direction") == "in":
+        await incoming.recover(m, vm, info)
+    else:
+        await outgoing.recover(m, vm, info)
+
+
 def api_methods(m: Manager) -> dict[str, Any]:
     from kvmd.errors import InvalidParams, WrongState
     from kvmd.migration import incoming, outgoing

@@ -37,7 +37,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from kvmd import snapshot, storage
+from kvmd import failpoints, runtime, snapshot, storage
 from kvmd.errors import AlreadyExists, InvalidParams, KvmdError, MigrationFailed, WrongState
 from kvmd.manager import parse_spec
 from kvmd.spec import from_dict
@@ -193,6 +193,9 @@ async def prepare(m: Manager, spec: dict[str, Any] | str, listen: str = "127.0.0
             if vm.state in INACTIVE and m.vms.get(name) is vm:
                 del m.vms[name]
         inc.watch = asyncio.create_task(_watch(m, inc), name=f"incoming-{name}")
+        if vm.record is not None:  # a restarted kvmd ends this QEMU unless the guest runs here
+            vm.record.migration = {"direction": "in", "persistent": persistent, "definition": definition}
+            runtime.save(m.cfg.run_dir, vm.record)
         uri = await _listen(vm, listen, postcopy)
         nbd = await _export(vm, inc, listen, list(disks)) if disks else None
     except BaseException:
@@ -264,9 +267,11 @@ async def finish(m: Manager, name: str, timeout: float = FINISH_TIMEOUT) -> dict
     if inc.status not in ("completed", "postcopy-active") or vm.state in INACTIVE:
         raise MigrationFailed(f"{name}: the incoming migration did not complete here "
                               f"(status {inc.status}; VM {vm.state}: {vm.reason})", {"name": name, "state": inc.status})
+    failpoints.hit("incoming.finishing")
     if inc.resume and not inc.resumed:
         await _unexport(vm, inc)
         await vm.qmp("cont")
+        failpoints.hit("incoming.resumed")
     inc.resumed = True
     if inc.status == "completed":
         await _complete(m, inc)
@@ -285,6 +290,8 @@ async def _complete(m: Manager, inc: Incoming) -> None:
         vm.persistent = True
         if vm.record is not None:
             vm.record.persistent = True
+    if vm.record is not None:
+        vm.record.migration = None
     vm.changed()
     if inc.snapshots:
         snapshot.import_metadata(m.cfg, vm.name, inc.snapshots)
@@ -311,8 +318,10 @@ def _definition(inc: Incoming, vm: VM) -> Any:
 async def abort(m: Manager, name: str) -> dict[str, Any]:
     """The source gave up: destroy the incoming VM and forget it (never a resumed one)."""
     inc = table(m).get(name)
-    if inc is None:
-        return {"name": name, "aborted": False}
+    if inc is None:  # never here, or finished: say what (if anything) runs under that name
+        vm = m.vms.get(name)
+        return {"name": name, "aborted": False, "state": str(vm.state) if vm else None,
+                "uuid": (vm.live_spec or vm.spec).uuid if vm else None}
     if inc.resumed:
         raise WrongState(f"{name}: the guest already runs here; not aborting", {"name": name, "state": "resumed"})
     inc.error = inc.error or "cancelled by the source"
@@ -323,6 +332,33 @@ async def abort(m: Manager, name: str) -> dict[str, Any]:
     if inc.watch is not None:
         await asyncio.shield(inc.watch)
     return {"name": name, "aborted": True}
+
+
+async def recover(m: Manager, vm: VM, info: dict[str, Any]) -> None:
+    """A restarted kvmd found `vm` still an incoming migration (never finalised here). If
+    the source had it resumed here, it is finalised (made persistent if it was at the
+    source); otherwise the guest never ran here and the source, which resumes it when a
+    migration fails, must stay its only copy: this QEMU is ended and the VM forgotten."""
+    try:
+        running = bool((await vm.qmp("query-status")).get("running"))
+    except KvmdError as e:
+        log.error("%s: incoming migration interrupted by a restart, QEMU state unknown: %s", vm.name, e)
+        return
+    if not running:
+        log.warning("%s: incoming migration interrupted by a kvmd restart; ending its QEMU", vm.name)
+        with contextlib.suppress(KvmdError):
+            await vm.destroy(reason="incoming migration abandoned: kvmd restarted before it completed")
+        return
+    if info.get("persistent"):
+        definition = info.get("definition")
+        vm.spec = from_dict(definition) if definition else copy.deepcopy(vm.live_spec or vm.spec)
+        vm.persistent = True
+    if vm.record is not None:
+        vm.record.persistent = vm.persistent
+        vm.record.migration = None
+    vm.changed()
+    vm._set_state(State.RUNNING, "migrated in (finalised after a kvmd restart)", force=True)
+    log.info("%s: incoming migration finalised after a kvmd restart", vm.name)
 
 
 def status(m: Manager, name: str) -> dict[str, Any] | None:

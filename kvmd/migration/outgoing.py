@@ -39,9 +39,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from kvmd import snapshot
-from kvmd.client import ApiError, AsyncClient
-from kvmd.errors import InvalidParams, KvmdError, MigrationFailed, NotSupported, WrongState
+from kvmd import failpoints, runtime, snapshot
+from kvmd.client import ApiError, AsyncClient, ConnectionLost
+from kvmd.errors import (
+    WRONG_STATE,
+    InvalidParams,
+    KvmdError,
+    MigrationFailed,
+    NotSupported,
+    WrongState,
+)
 from kvmd.migration import peer, qemu
 from kvmd.spec import to_dict
 from kvmd.states import State, can
@@ -92,6 +99,7 @@ class Job:
     switched: bool = False            # pre-switchover handled
     handed_over: bool = False         # the destination confirmed it runs the guest
     dest_resumed: bool = False
+    hold: bool = False                # keep the source paused: whether it runs there is unknown
     cancel_requested: bool = False
     client: AsyncClient | None = None
     task: asyncio.Task | None = None
@@ -160,6 +168,8 @@ async def migrate(m: Manager, name: str, dest: str, opts: Options, wait: bool = 
         job = Job(name, str(endpoint), opts, was_running=vm.state == State.RUNNING)
         jobs(m)[name] = job
         vm._set_state(State.MIGRATING_OUT, f"migrating to {job.dest}")
+        _mark(vm, {"direction": "out", "dest": job.dest, "keepSource": opts.keep_source,
+                   "wasRunning": job.was_running})
     try:
         await _prepare(m, vm, job, endpoint)
     except BaseException as e:
@@ -241,6 +251,7 @@ async def _drive(m: Manager, vm: VM, job: Job) -> None:
         job.state = "setup"
         await vm.qmp("migrate", {"uri": job.uri})
         job.launched.set()
+        failpoints.hit("migrate.started")
         st = await _follow(vm, job)
         if st != "completed":
             raise MigrationFailed(job.info.get("error-desc") or f"QEMU reports the migration {st}")
@@ -387,13 +398,25 @@ async def _follow(vm: VM, job: Job) -> str:
 async def _hand_over(m: Manager, vm: VM, job: Job) -> None:
     """The stream is complete: the destination resumes, the source ends."""
     assert job.client is not None
+    failpoints.hit("migrate.completed")
     if not job.dest_resumed:
         try:
             await job.client.call("vm.migrate_finish", name=job.name, timeout=FINISH_TIMEOUT)
         except (ApiError, OSError) as e:
-            raise MigrationFailed(f"the destination could not take over: {_message(e)}; "
-                                  "the VM keeps running here") from None
+            lost = isinstance(e, (ConnectionLost, OSError))
+            # the destination kvmd went away mid-call: it may have resumed the guest before
+            # it did; ask again (it may be restarting) before resuming the guest here
+            there = await _ask_destination(m, vm, job, retry=30.0) if lost else False
+            if there is None:
+                job.hold = True
+                raise MigrationFailed(f"the destination went away during the hand-over ({_message(e)}) and "
+                                      f"cannot be asked whether it took over: {job.error}; the guest is kept "
+                                      "paused here so that it never runs twice") from None
+            if not there:
+                raise MigrationFailed(f"the destination could not take over: {_message(e)}; "
+                                      "the VM keeps running here") from None
         job.dest_resumed = True
+    failpoints.hit("migrate.handed-over")
     job.handed_over = True
     log.info("%s: migrated to %s in %s ms (downtime %s ms)", vm.name, job.dest, job.info.get("total-time"),
              job.info.get("downtime"))
@@ -425,8 +448,9 @@ async def _recover(vm: VM, job: Job, error: str) -> None:
         with contextlib.suppress(ApiError, OSError, KvmdError):
             await job.client.call("vm.migrate_abort", name=job.name)
     if vm.state == State.MIGRATING_OUT and vm.proc is not None:
-        running = False if job.postcopy_started else await _source_running(vm, job)
+        running = False if job.postcopy_started or job.hold else await _source_running(vm, job)
         vm._set_state(State.RUNNING if running else State.PAUSED, f"migration {final}: {job.error}")
+    _mark(vm, None)
     job.state, job.finished = final, time.time()  # last: a client polling the status sees it all done
 
 
@@ -444,6 +468,128 @@ async def _source_running(vm: VM, job: Job) -> bool:
                 await vm.qmp("cont")
         await asyncio.sleep(0.05)
     return False
+
+
+def _mark(vm: VM, migration: dict[str, Any] | None) -> None:
+    """Note the migration in the VM's runtime record, for a restarted kvmd (`recover`)."""
+    if vm.record is not None and vm.record.migration != migration and vm.proc is not None:
+        vm.record.migration = migration
+        runtime.save(vm.cfg.run_dir, vm.record)
+
+
+async def _ask_destination(m: Manager, vm: VM, job: Job, retry: float = 0.0,
+                           postcopy: bool = False) -> bool | None:
+    """Does the guest run at the destination? True: yes (it was resumed there); False: no
+    (and whatever the destination held for it is now destroyed, so the source may run
+    it); None: the destination cannot be asked (`job.error` says why). Tries again, for
+    up to `retry` seconds, while the destination kvmd cannot be reached or drops the
+    connection (it may be restarting); `postcopy`: the stream is past the point of no
+    return, so the destination is told to resume the guest rather than asked to abort it."""
+    deadline = time.monotonic() + retry
+    while True:
+        await _close(job)
+        try:
+            job.client = await peer.connect(peer.parse_endpoint(job.dest), m.cfg.peer_token_file)
+            if postcopy:
+                with contextlib.suppress(ApiError):
+                    await job.client.call("vm.migrate_finish", name=job.name, timeout=FINISH_TIMEOUT)
+            res = await job.client.call("vm.migrate_abort", name=job.name)
+            break
+        except ApiError as e:
+            if isinstance(e, ConnectionLost):
+                job.error = f"the destination {job.dest} did not say: {e.message}"
+            elif e.code == WRONG_STATE:  # "the guest already runs here; not aborting"
+                return True
+            else:
+                job.error = f"the destination {job.dest} did not say: {e.message}"
+                return None
+        except (KvmdError, OSError) as e:
+            job.error = f"cannot reach the destination {job.dest}: {_message(e)}"
+        if time.monotonic() >= deadline:
+            return None
+        await asyncio.sleep(0.5)
+    if res.get("aborted"):
+        return False
+    spec = vm.live_spec or vm.spec
+    return res.get("uuid") == spec.uuid and res.get("state") in ("running", "paused", "shutting-down")
+
+
+RECOVERY_SETTLE = 30.0
+
+
+async def _settle(vm: VM, timeout: float = RECOVERY_SETTLE, cancel: bool = True) -> str:
+    """QEMU's own migration state once it stopped moving: a migration still under way is
+    cancelled (unless it switched to postcopy: there is no way back from that)."""
+    deadline = time.monotonic() + timeout
+    cancelled = False
+    while True:
+        st = str((await vm.qmp("query-migrate")).get("status") or "none")
+        if st in DONE or st == "none" or (cancel and st.startswith("postcopy")):
+            return st
+        if cancel and not cancelled:
+            with contextlib.suppress(KvmdError):
+                await vm.qmp("migrate_cancel")
+            cancelled = True
+        if time.monotonic() > deadline:
+            return st
+        await asyncio.sleep(0.05)
+
+
+async def recover(m: Manager, vm: VM, info: dict[str, Any]) -> None:
+    """A kvmd restarted and found `vm` was migrating out (its runtime record says where).
+
+    QEMU carried on alone meanwhile; a migration still under way is cancelled. Then the
+    destination decides: if the guest runs there (it was resumed before the restart, or
+    a postcopy migration must finish there) the source QEMU ends and the VM is forgotten
+    here, as after any migration; otherwise the destination's copy is destroyed and the
+    guest runs on here. If the destination cannot be asked and the stream had completed,
+    the guest stays paused here (the only way to never run it twice) and the reason
+    says so. `vm.migrate_status` reports the outcome."""
+    dest = str(info.get("dest") or "")
+    job = Job(vm.name, dest, Options(keep_source=bool(info.get("keepSource"))),
+              was_running=bool(info.get("wasRunning", True)))
+    job.state = "recovering"
+    jobs(m)[vm.name] = job
+    vm._set_state(State.MIGRATING_OUT, f"recovering the migration to {dest} interrupted by a kvmd restart",
+                  force=True)
+    try:
+        st = await _settle(vm)
+        postcopy = st.startswith("postcopy")
+        there = await _ask_destination(m, vm, job, retry=10.0, postcopy=postcopy)
+        if there and postcopy:
+            st = await _settle(vm, timeout=qemu.MEMORY_TIMEOUT, cancel=False)
+        if there:
+            job.handed_over = job.dest_resumed = True
+            job.info = await vm.qmp("query-migrate")
+            await vm.destroy(reason=f"migrated to {dest}")
+            if not job.opts.keep_source:
+                if vm.persistent:
+                    m.store.delete(vm.name)
+                if m.vms.get(vm.name) is vm:
+                    del m.vms[vm.name]
+                snapshot.drop_metadata(m.cfg, vm.name)
+            job.state, job.error = "completed", ""
+            log.info("%s: the migration to %s had completed; the guest runs there", vm.name, dest)
+            return
+        job.hold = there is None and (st == "completed" or postcopy)
+        why = "interrupted by a kvmd restart" + (f"; {job.error}" if there is None else "")
+        job.state, job.error = "failed", why
+        if job.hold:
+            vm._set_state(State.PAUSED, f"migration to {dest} {why}: it may run there; kept paused here so that "
+                                        "it never runs twice (check the destination, then resume or destroy it)")
+        else:
+            running = await _source_running(vm, job)
+            vm._set_state(State.RUNNING if running else State.PAUSED, f"migration failed: {why}")
+        log.warning("%s: migration to %s %s; the VM is %s here", vm.name, dest, why, vm.state)
+    except (KvmdError, OSError) as e:
+        job.state, job.error = "failed", f"recovery after a kvmd restart failed: {_message(e)}"
+        log.error("%s: %s", vm.name, job.error)
+        if vm.state == State.MIGRATING_OUT:
+            vm._set_state(State.PAUSED, f"migration to {dest}: {job.error}")
+    finally:
+        job.finished = time.time()
+        _mark(vm, None)
+        await _close(job)
 
 
 async def _close(job: Job) -> None:

@@ -7,6 +7,8 @@ ids and node names are derived from the spec's stable device names:
 
     disk  NAME -> device `disk-NAME`, format node `fmt-NAME`, protocol node `file-NAME`
     nic   NAME -> device `nic-NAME`, netdev `netdev-NAME`
+    iothread K -> object `iothreadK` (K = 1..iothreads, libvirt's numbering)
+    channel i  -> chardev and virtserialport `channelI` on `vserial0` (port i + 2)
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class LaunchOptions:
     serial_socket: str | None = None
     serial_log: str | None = None
     qga_socket: str | None = None
+    channel_sockets: dict[str, str] = field(default_factory=dict)  # unix channel name -> socket path
+    spice_port: int | None = None  # for a spice display without a port (kvmd.ports picks it)
     nvram: str | None = None
     ovmf_code: str = OVMF_CODE
     tap_fds: dict[str, int] = field(default_factory=dict)
@@ -142,7 +146,8 @@ def disk_device_props(spec: VMSpec, disk: Disk, bootindex: int | None, scsi_lun:
     if disk.bus == "virtio":
         where = pci.place(spec, disk.slot if disk.slot is not None else 0)
         return _props("driver", "virtio-blk-pci", bus=where.bus, addr=where.addr, **common,
-                      serial=disk.serial, write_cache=write_cache)
+                      serial=disk.serial, write_cache=write_cache,
+                      iothread=iothread_id(disk.iothread) if disk.iothread else None)
     if disk.bus == "scsi":
         model = "scsi-cd" if disk.media == "cdrom" else "scsi-hd"
         extra = {} if disk.media == "cdrom" else {"write_cache": write_cache}
@@ -155,6 +160,52 @@ def disk_device_props(spec: VMSpec, disk: Disk, bootindex: int | None, scsi_lun:
         bus, unit = f"ide.{sata_port // 2}", sata_port % 2
     extra = {} if disk.media == "cdrom" else {"write_cache": write_cache}
     return _props("driver", model, bus=bus, unit=unit, **common, serial=disk.serial, **extra)
+
+
+def iothread_id(k: int) -> str:
+    return f"iothread{k}"
+
+
+def scsi_iothread(spec: VMSpec) -> int | None:
+    """The virtio-scsi controller's iothread: its disks' (the spec keeps them equal)."""
+    return next((d.iothread for d in spec.disks if d.bus == "scsi" and d.iothread), None)
+
+
+def channel_args(spec: VMSpec, opts: LaunchOptions) -> list[str]:
+    """The virtio-serial controller and its ports: the guest agent's, then `channels`."""
+    if not (spec.guest_agent or spec.channels):
+        return []
+    root = pci.root_bus(spec)
+    argv = ["-device", _opts("virtio-serial-pci", id="vserial0", bus=root, addr=hex(pci.VSERIAL_ADDR))]
+    if spec.guest_agent:
+        argv += ["-chardev", _opts("socket", id="qga0", path=opts.qga_socket, server=True, wait=False),
+                 "-device", "virtserialport,bus=vserial0.0,nr=1,chardev=qga0,id=qga0,name=org.qemu.guest_agent.0"]
+    for i, ch in enumerate(spec.channels):
+        cid = f"channel{i}"
+        if ch.type == "spicevmc":
+            argv += ["-chardev", _opts("spicevmc", id=cid, name="vdagent")]
+        else:
+            argv += ["-chardev", _opts("socket", id=cid, path=opts.channel_sockets.get(ch.name),
+                                       server=True, wait=False)]
+        argv += ["-device", _opts("virtserialport", bus="vserial0.0", nr=i + 2, chardev=cid, id=cid, name=ch.name)]
+    return argv
+
+
+def smbios_arg(spec: VMSpec) -> list[str]:
+    """`-smbios type=1,...`: the SMBIOS system strings the guest reads (dmidecode -t 1)."""
+    if not spec.smbios:
+        return []
+    return ["-smbios", _opts("type=1", **{k: v for k, v in spec.smbios.items()})]
+
+
+def pm_args(spec: VMSpec) -> list[str]:
+    """ACPI S3/S4 offered or not: the power-management device's disable_s3/disable_s4."""
+    dev = "ICH9-LPC" if spec.is_q35 else "PIIX4_PM"
+    out = []
+    for prop, enabled in (("disable_s3", spec.pm.suspend_to_mem), ("disable_s4", spec.pm.suspend_to_disk)):
+        if enabled is not None:
+            out += ["-global", f"{dev}.{prop}={0 if enabled else 1}"]
+    return out
 
 
 def disk_device(spec: VMSpec, disk: Disk, bootindex: int | None, scsi_lun: int = 0,
@@ -221,9 +272,9 @@ def build_argv(spec: VMSpec, opts: LaunchOptions) -> list[str]:
         argv += ["-cpu", spec.cpu.model]
     cpu = spec.cpu
     smp = _opts(str(cpu.count), sockets=cpu.sockets, cores=cpu.cores, threads=cpu.threads)
-    if cpu.sockets and cpu.cores and cpu.threads and cpu.sockets * cpu.cores * cpu.threads > cpu.count:
-        # a topology bigger than count leaves room for vCPU hotplug (QEMU: maxcpus)
-        smp += f",maxcpus={cpu.sockets * cpu.cores * cpu.threads}"
+    if cpu.maximum > cpu.count:
+        # maxCount (or a topology bigger than count) leaves room for vCPU hotplug
+        smp += f",maxcpus={cpu.maximum}"
     argv += ["-smp", smp]
     mem_mib = spec.memory.size // (1 << 20)
     if spec.memory.max and spec.memory.max > spec.memory.size:
@@ -233,6 +284,10 @@ def build_argv(spec: VMSpec, opts: LaunchOptions) -> list[str]:
         argv += ["-m", f"{mem_mib}M"]
     if spec.lifecycle.on_reboot == "destroy":
         argv.append("-no-reboot")
+    argv += smbios_arg(spec)
+    argv += pm_args(spec)
+    for k in range(1, spec.iothreads + 1):
+        argv += ["-object", f"iothread,id={iothread_id(k)}"]
 
     # firmware and direct kernel boot
     if spec.boot.firmware == "uefi":
@@ -252,7 +307,9 @@ def build_argv(spec: VMSpec, opts: LaunchOptions) -> list[str]:
     boots = boot_indexes(spec)
     scsi_disks = [d for d in spec.disks if d.bus == "scsi"]
     if scsi_disks:
-        argv += ["-device", _opts("virtio-scsi-pci", id="scsi0", bus=root, addr=hex(pci.SCSI_ADDR))]
+        iothread = scsi_iothread(spec)
+        argv += ["-device", _opts("virtio-scsi-pci", id="scsi0", bus=root, addr=hex(pci.SCSI_ADDR),
+                                  iothread=iothread_id(iothread) if iothread else None)]
     scsi_lun = sata_port = 0
     for disk in spec.disks:
         for node in blockdev_args(disk):
@@ -294,20 +351,20 @@ def build_argv(spec: VMSpec, opts: LaunchOptions) -> list[str]:
                     display += ",password=on"
                 argv += ["-vnc", display]
             else:
-                spice = _opts(port=gfx.port or None, addr=gfx.listen)
+                spice = _opts(port=gfx.port or opts.spice_port, addr=gfx.listen)
                 spice += ",disable-ticketing=on" if not gfx.password else ""
                 argv += ["-spice", spice.lstrip(",")]
     else:
         argv += ["-display", "none", "-vga", "none"]
 
-    # guest agent channel
-    if spec.guest_agent:
-        argv += ["-device", _opts("virtio-serial-pci", id="vserial0", bus=root, addr=hex(pci.VSERIAL_ADDR)),
-                 "-chardev", _opts("socket", id="qga0", path=opts.qga_socket, server=True, wait=False),
-                 "-device", "virtserialport,bus=vserial0.0,nr=1,chardev=qga0,id=qga0,name=org.qemu.guest_agent.0"]
+    # guest agent channel and the other virtio-serial ports
+    argv += channel_args(spec, opts)
     if spec.memory.balloon:
         argv += ["-device", _opts("virtio-balloon-pci", id="balloon0", bus=root, addr=hex(pci.BALLOON_ADDR),
                                   free_page_reporting=True)]
+    if spec.tablet:
+        argv += ["-device", _opts("qemu-xhci", id="usb0", bus=root, addr=hex(pci.USB_ADDR)),
+                 "-device", "usb-tablet,id=tablet0,bus=usb0.0"]
     if spec.rng:
         argv += ["-object", "rng-random,id=rng0,filename=/dev/urandom",
                  "-device", _opts("virtio-rng-pci", id="rng0dev", rng="rng0", bus=root, addr=hex(pci.RNG_ADDR))]

@@ -34,8 +34,10 @@ class Monitor:
     """A connected QMP session with timeouts, an event callback and a lost callback."""
 
     def __init__(self, name: str, on_event: EventHandler | None = None,
-                 on_lost: Callable[[], Awaitable[None] | None] | None = None):
+                 on_lost: Callable[[], Awaitable[None] | None] | None = None,
+                 timeout: float = DEFAULT_TIMEOUT):
         self.name = name
+        self.timeout = timeout  # for commands not in LONG_COMMANDS (config qmpTimeout)
         self.client = LazyLoggingQMPClient(name)  # a QMPClient that logs lazily
         self._on_event = on_event
         self._on_lost = on_lost
@@ -62,7 +64,7 @@ class Monitor:
                       timeout: float | None = None) -> Any:
         """Run one QMP command; QMP errors become QemuFailure, slowness becomes Timeout."""
         if timeout is None:
-            timeout = LONG_COMMANDS.get(cmd, DEFAULT_TIMEOUT)
+            timeout = max(LONG_COMMANDS.get(cmd, 0.0), self.timeout)
         try:
             async with asyncio.timeout(timeout):  # unlike wait_for, no extra task per command
                 return await self.client.execute(cmd, args)

@@ -21,6 +21,7 @@ SCSI_ADDR = 0x05
 VSERIAL_ADDR = 0x06
 BALLOON_ADDR = 0x07
 RNG_ADDR = 0x08
+USB_ADDR = 0x09  # the qemu-xhci controller of a `tablet`
 FIRST_PORT_SLOT = 0x10  # q35: root ports from 00:10.0, eight functions per slot
 LAST_PORT_SLOT = 0x1E  # 0x1f is the ICH9 LPC/SATA/SMBus function block
 PC_MAX_SLOTS = LAST_PORT_SLOT - FIRST_PORT_SLOT + 1

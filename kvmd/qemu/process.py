@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import pwd
 import signal
 import subprocess
 import time
 from dataclasses import dataclass
+
+from kvmd.errors import StorageFailure
 
 START_MARKER = "--- kvmd: starting QEMU"
 
@@ -55,10 +58,15 @@ class ExitInfo:
 
 
 def spawn(argv: list[str], pass_fds: list[int], log_path: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """Start QEMU detached from kvmd's session, logging to `log_path`."""
+    """Start QEMU detached from kvmd's session, logging to `log_path` (StorageFailure if
+    the log cannot be written, e.g. a full disk: QEMU is not started then)."""
     with open(log_path, "ab", buffering=0) as log:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        log.write(f"{START_MARKER} at {stamp} ---\n".encode())
+        try:
+            log.write(f"{START_MARKER} at {stamp} ---\n".encode())
+        except OSError as e:
+            reason = "no space left on device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+            raise StorageFailure(f"cannot write {log_path}: {reason}", {"path": log_path, "errno": e.errno}) from None
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 pass_fds=pass_fds, start_new_session=True, close_fds=True,
                                 env=env)
@@ -90,6 +98,37 @@ def is_vm_process(pid: int, uuid: str, started: int | None) -> bool:
         return False
     argv = cmdline(pid)
     return any(a == "-uuid" and b == uuid for a, b in zip(argv, argv[1:]))
+
+
+async def end_orphans(record: object, timeout: float = 5.0) -> int:
+    """SIGKILL the QEMUs a kvmd spawned for `record` (a runtime record) but died before it
+    could write down their pid: found by their exact argv (which names the VM's uuid and
+    this kvmd's own sockets), never by a guess. Returns how many were ended."""
+    argv = list(getattr(record, "argv", []) or [])
+    uuid = getattr(record, "uuid", "")
+    if not argv:
+        return 0
+    me = os.getpid()
+    handles = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        pid = int(entry)
+        if cmdline(pid) != argv:
+            continue
+        try:
+            handle = ProcessHandle(pid)
+        except OSError:
+            continue
+        if cmdline(pid) == argv and is_vm_process(pid, uuid, None):  # still that process
+            handle.send(signal.SIGKILL)
+            handles.append(handle)
+        else:
+            handle.close()
+    if handles:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(h.exited() for h in handles)), timeout)
+    return len(handles)
 
 
 def hand_over(paths: list[str | None], user: str | None) -> None:

@@ -26,6 +26,8 @@ BOOT_DEVICES = ("disk", "cdrom", "network")
 SERIAL_TYPES = ("socket", "file", "none")
 GRAPHICS_TYPES = ("vnc", "spice")
 LIFECYCLE_ACTIONS = ("destroy", "restart")
+CHANNEL_TYPES = ("unix", "spicevmc")
+SMBIOS_SYSTEM_FIELDS = ("manufacturer", "product", "version", "serial", "uuid", "sku", "family")
 
 
 @dataclass
@@ -35,6 +37,17 @@ class Cpu:
     sockets: int | None = None
     cores: int | None = None
     threads: int | None = None
+    max_count: int | None = None  # vCPU hotplug room: QEMU maxcpus (None: the topology's size, else count)
+    shares: int | None = None  # relative CPU weight of the VM's cgroup (cgroup v1 cpu.shares)
+
+    @property
+    def maximum(self) -> int:
+        """The vCPU count the VM can grow to (QEMU maxcpus)."""
+        if self.max_count is not None:
+            return self.max_count
+        if self.sockets and self.cores and self.threads:
+            return max(self.count, self.sockets * self.cores * self.threads)
+        return self.count
 
 
 @dataclass
@@ -69,6 +82,7 @@ class Disk:
     boot_index: int | None = None
     slot: int | None = None
     error_policy: str | None = None  # None: QEMU's default (werror=enospc, rerror=report)
+    iothread: int | None = None  # 1..VMSpec.iothreads: virtio-blk's (or the virtio-scsi controller's) iothread
 
 
 @dataclass
@@ -81,6 +95,7 @@ class Nic:
     tap: str | None = None
     boot_index: int | None = None
     slot: int | None = None
+    no_mac_spoofing: bool = False  # drop guest frames whose Ethernet/ARP source MAC is not `mac` (tap)
 
 
 @dataclass
@@ -96,6 +111,23 @@ class Graphics:
     port: int | None = None
     password: str | None = None
     password_valid_to: str | None = None  # UTC 'YYYY-MM-DDTHH:MM:SS'; in the past = locked
+
+
+@dataclass
+class Power:
+    """ACPI sleep states the guest is offered (None: QEMU's default, both offered)."""
+
+    suspend_to_mem: bool | None = None  # S3
+    suspend_to_disk: bool | None = None  # S4
+
+
+@dataclass
+class Channel:
+    """An extra virtio-serial port beside the guest agent's: `unix` is a socket kvmd
+    binds in its run dir (`RUN_DIR/VM.NAME`), `spicevmc` the SPICE agent's channel."""
+
+    name: str
+    type: str = "unix"
 
 
 @dataclass
@@ -124,6 +156,11 @@ class VMSpec:
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
     metadata: dict[str, Any] = field(default_factory=dict)
     qemu_args: list[str] = field(default_factory=list)
+    iothreads: int = 0
+    smbios: dict[str, str] = field(default_factory=dict)  # SMBIOS type 1 (system) strings
+    channels: list[Channel] = field(default_factory=list)
+    pm: Power = field(default_factory=Power)
+    tablet: bool = False  # a USB tablet (absolute pointer) on a qemu-xhci controller
 
     @property
     def is_q35(self) -> bool:

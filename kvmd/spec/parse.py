@@ -31,6 +31,13 @@ MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 MACHINE_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 VALID_TO_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}$")
 IFNAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
+# up to 36: the oVirt engine's disk serial is the disk's UUID. QEMU takes it whole; the
+# guest sees 20 bytes of it on virtio-blk and IDE/SATA (their serial fields), 36 on SCSI.
+SERIAL_RE = re.compile(r"^[A-Za-z0-9_.-]{1,36}$")
+CHANNEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+GA_CHANNEL = "org.qemu.guest_agent.0"
+SPICE_CHANNEL = "com.redhat.spice.0"
+MAX_IOTHREADS = 64
 
 
 def generate_mac() -> str:
@@ -49,12 +56,18 @@ def _cpu(sec: Section) -> m.Cpu:
         sockets=sec.int("sockets", minimum=1),
         cores=sec.int("cores", minimum=1),
         threads=sec.int("threads", minimum=1),
+        max_count=sec.int("maxCount", minimum=1, maximum=1024),
+        shares=sec.int("shares", minimum=2, maximum=262144),
     )
     topo = [cpu.sockets, cpu.cores, cpu.threads]
+    if cpu.max_count is not None and cpu.max_count < cpu.count:
+        sec.fail("maxCount", f"must not be less than count {cpu.count}")
     if all(v is not None for v in topo):
         total = cpu.sockets * cpu.cores * cpu.threads
         if total < cpu.count:
             sec.fail("sockets", f"sockets*cores*threads = {total} is less than count {cpu.count}")
+        elif cpu.max_count is not None and total != cpu.max_count:
+            sec.fail("sockets", f"sockets*cores*threads = {total} must equal maxCount {cpu.max_count}")
     sec.finish()
     return cpu
 
@@ -107,12 +120,15 @@ def _disk(sec: Section, index: int) -> m.Disk:
         readonly=sec.bool("readonly", media == "cdrom"),
         cache=sec.str("cache", "writeback", choices=m.CACHE_MODES),
         aio=sec.str("aio", "threads", choices=m.AIO_MODES),
-        serial=sec.str("serial", pattern=re.compile(r"^[A-Za-z0-9_.-]{1,20}$"),
-                       pattern_reason="must be 1-20 characters of letters, digits, '_', '.', '-'"),
+        serial=sec.str("serial", pattern=SERIAL_RE,
+                       pattern_reason="must be 1-36 characters of letters, digits, '_', '.', '-'"),
         boot_index=sec.int("bootIndex", minimum=0),
         slot=sec.int("slot", minimum=0, maximum=255),
         error_policy=sec.str("errorPolicy", choices=m.ERROR_POLICIES),
+        iothread=sec.int("iothread", minimum=1, maximum=MAX_IOTHREADS),
     )
+    if disk.iothread is not None and disk.bus == "sata":
+        sec.fail("iothread", "only virtio and scsi disks run in an iothread")
     if disk.media == "disk" and not disk.path:
         sec.fail("path", "is required for media: disk")
     if disk.media == "cdrom":
@@ -136,6 +152,7 @@ def _nic(sec: Section, index: int) -> m.Nic:
         tap=sec.str("tap", pattern=IFNAME_RE, pattern_reason="must be a network interface name"),
         boot_index=sec.int("bootIndex", minimum=0),
         slot=sec.int("slot", minimum=0, maximum=255),
+        no_mac_spoofing=sec.bool("noMacSpoofing", False),
     )
     if nic.mac is None:
         nic.mac = generate_mac()
@@ -147,6 +164,8 @@ def _nic(sec: Section, index: int) -> m.Nic:
         sec.fail("bridge", "backend tap needs a bridge (or an existing tap)")
     if nic.backend != "tap" and (nic.bridge or nic.tap):
         sec.fail("backend", "bridge and tap are only used with backend: tap")
+    if nic.no_mac_spoofing and nic.backend != "tap":
+        sec.fail("noMacSpoofing", "is enforced on the host side of a tap: needs backend: tap")
     sec.finish()
     return nic
 
@@ -176,6 +195,42 @@ def _graphics(sec: Section) -> m.Graphics:
     return gfx
 
 
+def _smbios(sec: Section) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key in m.SMBIOS_SYSTEM_FIELDS:
+        value = sec.str(key)
+        if value is None:
+            continue
+        if key == "uuid" and not UUID_RE.fullmatch(value):
+            sec.fail(key, "must be a UUID")
+        elif not value or len(value) > 256 or any(c in value for c in "\0\n\r"):
+            sec.fail(key, "must be 1-256 characters on one line")
+        else:
+            out[key] = str(uuidlib.UUID(value)) if key == "uuid" else value
+    sec.finish()
+    return out
+
+
+def _pm(sec: Section) -> m.Power:
+    pm = m.Power(suspend_to_mem=sec.bool("suspendToMem", None), suspend_to_disk=sec.bool("suspendToDisk", None))
+    sec.finish()
+    return pm
+
+
+def _channel(sec: Section) -> m.Channel:
+    ch = m.Channel(
+        name=sec.str("name", None, required=True, pattern=CHANNEL_NAME_RE,
+                     pattern_reason="must be 1-64 characters of letters, digits, '_', '.', '-'") or "",
+        type=sec.str("type", "unix", choices=m.CHANNEL_TYPES),
+    )
+    if ch.name == GA_CHANNEL:
+        sec.fail("name", "the guest agent's channel is guestAgent: true")
+    if ch.type == "spicevmc" and ch.name and ch.name != SPICE_CHANNEL:
+        sec.fail("name", f"a spicevmc channel is the SPICE agent's: {SPICE_CHANNEL}")
+    sec.finish()
+    return ch
+
+
 def _lifecycle(sec: Section) -> m.Lifecycle:
     lc = m.Lifecycle(
         on_poweroff=sec.str("onPoweroff", "destroy", choices=("destroy",)),
@@ -196,6 +251,38 @@ def _unique(problems: Problems, items: list[tuple[str, Any]], attr: str, what: s
             problems.add(f"{path}.{attr}", f"duplicate {what} {value!r} (also at {seen[value]})")
         else:
             seen[value] = path
+
+
+MAX_METADATA_DEPTH = 32
+MAX_METADATA_VALUES = 10000
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _metadata_problem(metadata: dict[str, Any]) -> str | None:
+    """Why free-form metadata cannot be stored, or None. Bounded: YAML aliases can make a
+    small document stand for a huge tree (a "billion laughs"), so it is walked, not dumped."""
+    stack: list[tuple[Any, int]] = [(metadata, 0)]
+    count = 0
+    while stack:
+        value, depth = stack.pop()
+        count += 1
+        if count > MAX_METADATA_VALUES:
+            return f"too large (more than {MAX_METADATA_VALUES} values)"
+        if depth > MAX_METADATA_DEPTH:
+            return f"nested too deeply (more than {MAX_METADATA_DEPTH} levels)"
+        if isinstance(value, dict):
+            if not all(isinstance(k, _SCALARS) for k in value):
+                return "keys must be strings"
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+        elif not isinstance(value, _SCALARS):
+            return "must hold only strings, numbers, booleans, lists and mappings"
+    try:
+        json.dumps(metadata)
+    except (TypeError, ValueError):
+        return "must hold only strings, numbers, booleans, lists and mappings"
+    return None
 
 
 def from_dict(doc: Any) -> m.VMSpec:
@@ -219,18 +306,32 @@ def from_dict(doc: Any) -> m.VMSpec:
         hotplug_slots=top.int("hotplugSlots", 4, minimum=0, maximum=32),
         lifecycle=_lifecycle(top.section("lifecycle")),
         qemu_args=top.str_list("qemuArgs", [], check=_qemu_arg_check),
+        iothreads=top.int("iothreads", 0, minimum=0, maximum=MAX_IOTHREADS),
+        smbios=_smbios(top.section("smbios")),
+        pm=_pm(top.section("pm")),
+        tablet=top.bool("tablet", False),
     )
-    disks = [(p, _disk(Section(d, p, problems), i)) for i, (p, d) in enumerate(top.list("disks"))]
-    nics = [(p, _nic(Section(n, p, problems), i)) for i, (p, n) in enumerate(top.list("nics"))]
+    disk_docs, nic_docs = top.list("disks"), top.list("nics")
+    disks = [(p, _disk(Section(d, p, problems), i)) for i, (p, d) in enumerate(disk_docs)]
+    nics = [(p, _nic(Section(n, p, problems), i)) for i, (p, n) in enumerate(nic_docs)]
     gfx = [_graphics(Section(g, p, problems)) for p, g in top.list("graphics")]
-    _unique(problems, disks, "name", "disk name")
-    _unique(problems, disks, "serial", "disk serial")
-    _unique(problems, nics, "name", "nic name")
-    _unique(problems, nics, "mac", "MAC address")
-    _unique(problems, disks + nics, "slot", "slot")
+    # uniqueness among the devices that are mappings (the others are reported already)
+    udisks = [dev for dev, (_, d) in zip(disks, disk_docs, strict=True) if isinstance(d, dict)]
+    unics = [dev for dev, (_, n) in zip(nics, nic_docs, strict=True) if isinstance(n, dict)]
+    _unique(problems, udisks, "name", "disk name")
+    _unique(problems, udisks, "serial", "disk serial")
+    _unique(problems, unics, "name", "nic name")
+    _unique(problems, unics, "mac", "MAC address")
+    _unique(problems, udisks + unics, "slot", "slot")
     spec.disks = [d for _, d in disks]
     spec.nics = [n for _, n in nics]
     spec.graphics = gfx
+    chans = [(p, _channel(Section(c, p, problems))) for p, c in top.list("channels")]
+    spec.channels = [c for _, c in chans]
+    _unique(problems, chans, "name", "channel name")
+    if any(c.type == "spicevmc" for c in spec.channels) and not any(g.type == "spice" for g in gfx):
+        problems.add("channels", "a spicevmc channel needs a spice display")
+    _iothread_problems(problems, spec, disks)
     if len([g for g in gfx if g.type == "spice"]) > 1:
         problems.add("graphics", "at most one spice display")
     if len([g for g in gfx if g.type == "vnc"]) > 1:
@@ -242,15 +343,29 @@ def from_dict(doc: Any) -> m.VMSpec:
         problems.add("metadata", "must be a mapping")
         metadata = {}
     else:
-        try:
-            json.dumps(metadata)
-        except (TypeError, ValueError):
-            problems.add("metadata", "must hold only strings, numbers, booleans, lists and mappings")
+        reason = _metadata_problem(metadata)
+        if reason:
+            problems.add("metadata", reason)
+            metadata = {}
     spec.metadata = metadata
     top.finish()
     if problems:
         raise SpecError(problems)
     return spec
+
+
+def _iothread_problems(problems: Problems, spec: m.VMSpec, disks: list[tuple[str, m.Disk]]) -> None:
+    """Disk iothreads exist; SCSI disks share the one virtio-scsi controller, hence its iothread."""
+    scsi: dict[int | None, str] = {}
+    for path, disk in disks:
+        if disk.iothread is not None and disk.iothread > spec.iothreads:
+            problems.add(f"{path}.iothread", f"there are {spec.iothreads} iothreads (iothreads: N makes 1..N)")
+        if disk.bus == "scsi":
+            scsi.setdefault(disk.iothread, path)
+    if len(scsi) > 1:
+        paths = sorted(scsi.values())
+        problems.add(f"{paths[-1]}.iothread", "SCSI disks share the virtio-scsi controller: "
+                     f"its iothread must be the same for all (differs from {paths[0]})")
 
 
 def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
@@ -264,9 +379,9 @@ def to_dict(spec: m.VMSpec) -> dict[str, Any]:
         "name": spec.name,
         "uuid": spec.uuid,
         "machine": spec.machine,
-        "cpu": _drop_none({"count": spec.cpu.count, "model": spec.cpu.model,
+        "cpu": _drop_none({"count": spec.cpu.count, "maxCount": spec.cpu.max_count, "model": spec.cpu.model,
                            "sockets": spec.cpu.sockets, "cores": spec.cpu.cores,
-                           "threads": spec.cpu.threads}),
+                           "threads": spec.cpu.threads, "shares": spec.cpu.shares}),
         "memory": _drop_none({"size": format_size(spec.memory.size),
                               "max": None if spec.memory.max is None else format_size(spec.memory.max),
                               "balloon": spec.memory.balloon, "slots": spec.memory.slots}),
@@ -276,10 +391,12 @@ def to_dict(spec: m.VMSpec) -> dict[str, Any]:
         "disks": [_drop_none({"name": d.name, "path": d.path, "format": d.format, "bus": d.bus,
                               "media": d.media, "readonly": d.readonly, "cache": d.cache,
                               "aio": d.aio, "serial": d.serial, "bootIndex": d.boot_index,
-                              "slot": d.slot, "errorPolicy": d.error_policy}) for d in spec.disks],
+                              "slot": d.slot, "errorPolicy": d.error_policy,
+                              "iothread": d.iothread}) for d in spec.disks],
         "nics": [_drop_none({"name": n.name, "mac": n.mac, "model": n.model, "backend": n.backend,
                              "bridge": n.bridge, "tap": n.tap, "bootIndex": n.boot_index,
-                             "slot": n.slot}) for n in spec.nics],
+                             "slot": n.slot, "noMacSpoofing": n.no_mac_spoofing or None})
+                 for n in spec.nics],
         "serial": _drop_none({"type": spec.serial.type, "path": spec.serial.path}),
         "graphics": [_drop_none({"type": g.type, "listen": g.listen, "port": g.port,
                                  "password": g.password, "passwordValidTo": g.password_valid_to})
@@ -292,6 +409,13 @@ def to_dict(spec: m.VMSpec) -> dict[str, Any]:
                       "onCrash": spec.lifecycle.on_crash},
         "metadata": spec.metadata,
         "qemuArgs": list(spec.qemu_args),
+        # left out at their defaults, so specs without them read as before
+        **({"iothreads": spec.iothreads} if spec.iothreads else {}),
+        **({"smbios": dict(spec.smbios)} if spec.smbios else {}),
+        **({"channels": [{"name": c.name, "type": c.type} for c in spec.channels]} if spec.channels else {}),
+        **({"tablet": True} if spec.tablet else {}),
+        **({"pm": pm} if (pm := _drop_none({"suspendToMem": spec.pm.suspend_to_mem,
+                                             "suspendToDisk": spec.pm.suspend_to_disk})) else {}),
     }
 
 
@@ -324,6 +448,10 @@ def loads(text: str) -> m.VMSpec:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise SpecError([("(document)", f"not valid YAML/JSON{where}: {getattr(e, 'problem', e)}")]) from None
+    except RecursionError:
+        raise SpecError([("(document)", "not valid YAML/JSON: nested too deeply")]) from None
+    except ValueError as e:  # a value YAML's constructors refuse, e.g. an integer of 5000 digits
+        raise SpecError([("(document)", f"not valid YAML/JSON: {str(e)[:100]}")]) from None
     return from_dict(doc)
 
 

@@ -14,6 +14,8 @@ from typing import Any
 from kvmd.units import parse_size
 
 _MISSING = object()
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+MAX_INT = (1 << 63) - 1  # the largest integer any field takes (QEMU's sizes are int64)
 
 
 class Problems(list):
@@ -38,7 +40,9 @@ class Section:
         self.seen: set[str] = set()
         if data is None:
             data = {}
-        if not isinstance(data, dict):
+        # a section that is not a mapping is one problem, not one more per field read from it
+        self.valid = isinstance(data, dict)
+        if not self.valid:
             problems.add(path or "(document)", "must be a mapping")
             data = {}
         self.data = data
@@ -48,7 +52,8 @@ class Section:
         return self.data.get(key, _MISSING)
 
     def fail(self, key: str, reason: str) -> None:
-        self.problems.add(join(self.path, key), reason)
+        if self.valid:
+            self.problems.add(join(self.path, key), reason)
 
     def str(self, key: str, default: Any = None, *, required: bool = False,
             choices: Iterable[str] | None = None, pattern: re.Pattern | None = None,
@@ -64,7 +69,7 @@ class Section:
         if choices is not None and value not in choices:
             self.fail(key, "must be one of " + ", ".join(choices))
             return default
-        if pattern is not None and not pattern.match(value):
+        if pattern is not None and not pattern.fullmatch(value):  # `$` would let a trailing \n in
             self.fail(key, pattern_reason or f"must match {pattern.pattern}")
             return default
         return value
@@ -82,6 +87,9 @@ class Section:
             return default
         if maximum is not None and value > maximum:
             self.fail(key, f"must be at most {maximum}")
+            return default
+        if abs(value) > MAX_INT:  # no field means more; huge ints break YAML/JSON output
+            self.fail(key, f"must be at most {MAX_INT}")
             return default
         return value
 
@@ -117,6 +125,9 @@ class Section:
             return default
         if size < minimum:
             self.fail(key, f"must be at least {minimum} bytes")
+            return default
+        if size > MAX_INT:
+            self.fail(key, "must be at most 8EiB")
             return default
         return size
 
@@ -163,4 +174,6 @@ class Section:
     def finish(self) -> None:
         for key in self.data:
             if key not in self.seen:
-                self.problems.add(join(self.path, str(key)), "unknown field")
+                # an odd key ('', 'a.b', 5, 'x\n') is quoted so the path stays readable
+                shown = key if isinstance(key, str) and _PLAIN_KEY.fullmatch(key) else repr(key)
+                self.problems.add(join(self.path, shown), "unknown field")

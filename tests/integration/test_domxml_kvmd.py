@@ -19,7 +19,7 @@ from tests.unit.test_domxml_roundtrip import corpus_text
 
 RUNNABLE = ["minimal.xml", "memory.xml", "disks.xml", "disks-pc.xml", "nics-user.xml", "network.xml",
             "graphics.xml", "uefi.xml", "serial-file.xml", "topology.xml", "cpu-custom.xml",
-            "ovirt-engine.xml"]
+            "ovirt-engine.xml", "ovirt-engine-full.xml"]
 # not runnable here: disks-block.xml (needs LVM volumes), cpu-host*.xml (need KVM),
 # graphics-fixed.xml (a fixed port on 0.0.0.0); direct-kernel.xml boots the test guest below
 

@@ -47,7 +47,7 @@ def test_libvirts_dumpxml_of_a_corpus_domain_converts_and_runs_on_kvmd(
     conn = libvirtd.connect()
     dom = conn.defineXML(for_libvirt(xml))
     try:
-        dumped = dom.XMLDesc(0)
+        dumped = dom.XMLDesc(1)  # VIR_DOMAIN_XML_SECURE: with display passwords (passwdValidTo needs one)
     finally:
         undefine(dom)
     spec, qmp = start(client, dumped, tmpdir_short, bridge)
@@ -71,7 +71,7 @@ def test_running_domains_xml_from_libvirt_converts_and_runs_on_kvmd(
     conn = libvirtd.connect()
     dom = conn.createXML(for_libvirt(xml), 0)
     try:
-        live = dom.XMLDesc(0)  # aliases, tty paths, backingStore, libvirt's own controllers...
+        live = dom.XMLDesc(1)  # aliases, tty paths, backingStore, libvirt's own controllers... (SECURE)
     finally:
         dom.destroy()
     spec, qmp = start(client, live, tmpdir_short, bridge)

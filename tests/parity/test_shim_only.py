@@ -24,8 +24,8 @@ def conn(daemon):
 def test_calls_kvmd_cannot_do_raise_no_support_naming_the_call(conn):
     dom = conn.createXML(firmware_domain_xml("ns"), 0)
     calls = [
-        (dom.migrateToURI3, ("qemu+tcp://elsewhere/system", {}, libvirt.VIR_MIGRATE_LIVE), "migrateToURI3"),
-        (dom.snapshotCreateXML, ("<domainsnapshot/>", 0), "snapshotCreateXML"),
+        (dom.migrateSetMaxDowntime, (500, 0), "migrateSetMaxDowntime"),
+        (dom.blockCopy, ("vda", "<disk/>", {}, 0), "blockCopy"),
         (dom.reboot, (0,), "reboot"),
         (dom.blockCommit, ("vda", None, None), "blockCommit"),
         (dom.managedSave, (0,), "managedSave"),

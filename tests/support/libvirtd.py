@@ -118,8 +118,13 @@ def _quiet_libvirt_errors() -> None:
 
 
 class PrivateLibvirtd:
-    def __init__(self, base: str | None = None, qemu_conf: dict[str, str] | None = None):
+    def __init__(self, base: str | None = None, qemu_conf: dict[str, str] | None = None,
+                 host_uuid: str | None = None):
+        """`host_uuid` sets libvirtd.conf's host_uuid: libvirt refuses to migrate a domain to a
+        daemon with its own host UUID ("same host"), so a second daemon for migration tests
+        needs one of its own (the default is read from the machine's SMBIOS)."""
         self.base = base or tempfile.mkdtemp(prefix="lvt", dir="/tmp")
+        self.host_uuid = host_uuid
         self._own_base = base is None
         self.sock_dir = os.path.join(self.base, "sock")
         self.socket = os.path.join(self.sock_dir, "libvirt-sock")
@@ -307,6 +312,7 @@ class PrivateLibvirtd:
             "listen_tls": "0",
             "listen_tcp": "0",
             "log_outputs": f'"3:file:{self.log_path}"',
+            **({"host_uuid": f'"{self.host_uuid}"'} if self.host_uuid else {}),
         })
         _write(os.path.join(etc, "virtlogd.conf"), {
             "log_outputs": f'"3:file:{os.path.join(self.base, "virtlogd.log")}"',

@@ -61,7 +61,7 @@ def test_spec_level_problem_is_reported_at_its_element():
     with pytest.raises(UnsupportedXML) as err:
         xml_to_spec(xml)
     assert "disks[0].serial" in err.value.reason
-    assert "1-20 characters" in err.value.reason
+    assert "1-36 characters" in err.value.reason
 
 
 def test_entity_bomb_is_refused_quickly_without_expansion():

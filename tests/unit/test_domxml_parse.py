@@ -119,15 +119,24 @@ def test_serial_to_file():
 
 def test_vcpu_current_and_topology():
     s = spec_of("topology.xml")
-    assert s["cpu"] == {"count": 2, "model": "max,-svm", "sockets": 2, "cores": 2, "threads": 2}
+    assert s["cpu"] == {"count": 2, "maxCount": 8, "model": "max,-svm", "sockets": 2, "cores": 2, "threads": 2}
 
 
-def test_vcpu_current_without_topology_gets_libvirts_default_topology():
+def test_vcpu_current_without_topology_is_max_count():
     xml = corpus_text("minimal.xml").replace("<vcpu placement='static'>1</vcpu>",
                                              "<vcpu placement='static' current='1'>4</vcpu>")
     s = xml_to_spec(xml)
-    assert s["cpu"] == {"count": 1, "sockets": 4, "cores": 1, "threads": 1}
-    assert "<topology" not in spec_to_xml(s)  # it was implicit, and stays so
+    assert s["cpu"] == {"count": 1, "maxCount": 4}
+    back = spec_to_xml(s)
+    assert "<topology" not in back and 'current="1"' in back and ">4</vcpu>" in back
+
+
+def test_record_with_the_old_implicit_topology_still_writes_no_topology():
+    s = xml_to_spec(corpus_text("minimal.xml"))
+    s["cpu"] = {"count": 1, "sockets": 4, "cores": 1, "threads": 1}
+    s["metadata"]["libvirt"]["implicit"] = ["topology"]
+    back = spec_to_xml(s)
+    assert "<topology" not in back and 'current="1"' in back and ">4</vcpu>" in back
 
 
 @pytest.mark.parametrize("name,model", [("cpu-host.xml", "host,+invtsc"), ("cpu-host-model.xml", "host"),
@@ -142,7 +151,7 @@ def test_ovirt_engine_domain_keeps_metadata_and_qemu_commandline():
     assert 'xmlns:ovirt-vm="http://ovirt.org/vm/1.0"' in meta
     assert "<ovirt-vm:imageID>a6e1c3d2-5b4f-4e8a-9c7d-0e1f2a3b4c5d</ovirt-vm:imageID>" in meta
     assert s["qemuArgs"] == ["-global", "ICH9-LPC.noreboot=off"]
-    assert s["cpu"] == {"count": 1, "model": "qemu64,+sse4.2", "sockets": 4, "cores": 1, "threads": 1}
+    assert s["cpu"] == {"count": 1, "maxCount": 4, "model": "qemu64,+sse4.2", "sockets": 4, "cores": 1, "threads": 1}
     assert s["memory"] == {"size": "256MiB", "max": "1GiB", "balloon": True, "slots": 16}
     assert s["guestAgent"] is True
     assert [d["name"] for d in s["disks"]] == ["sdc", "vda"]

@@ -184,8 +184,7 @@ RULES = [
     (spec(metadata={"when": object()}), "metadata",
      "must hold only strings, numbers, booleans, lists and mappings"),
     (spec(disks={"path": "/a"}), "disks", "must be a list"),
-    (spec(disks=["/a"]), "disks[0]", "must be a mapping",
-     [("disks[0].path", "is required for media: disk")]),
+    (spec(disks=["/a"]), "disks[0]", "must be a mapping"),  # one problem, not one per field
     (spec(cpu=4), "cpu", "must be a mapping"),
     (spec(graphics=[{"type": "vnc"}, {"type": "vnc"}]), "graphics", "at most one vnc display"),
     (spec(graphics=[{"type": "spice"}, {"type": "spice"}]), "graphics", "at most one spice display"),
@@ -201,6 +200,29 @@ RULES = [
     (spec(cpu={"threads": 0}), "cpu.threads", "must be at least 1"),
     (spec(cpu={"count": 4, "sockets": 1, "cores": 2, "threads": 1}), "cpu.sockets",
      "sockets*cores*threads = 2 is less than count 4"),
+    (spec(cpu={"count": 4, "maxCount": 2}), "cpu.maxCount", "must not be less than count 4"),
+    (spec(cpu={"count": 2, "maxCount": 16, "sockets": 4, "cores": 2, "threads": 1}), "cpu.sockets",
+     "sockets*cores*threads = 8 must equal maxCount 16"),
+    (spec(cpu={"maxCount": 1025}), "cpu.maxCount", "must be at most 1024"),
+    (spec(cpu={"shares": 1}), "cpu.shares", "must be at least 2"),
+    (spec(cpu={"shares": 262145}), "cpu.shares", "must be at most 262144"),
+    # smbios, channels
+    (spec(smbios={"vendor": "x"}), "smbios.vendor", "unknown field"),
+    (spec(smbios={"uuid": "nope"}), "smbios.uuid", "must be a UUID"),
+    (spec(smbios={"product": "a\nb"}), "smbios.product", "must be 1-256 characters on one line"),
+    (spec(smbios={"serial": ""}), "smbios.serial", "must be 1-256 characters on one line"),
+    (spec(channels=[{}]), "channels[0].name", "is required"),
+    (spec(channels=[{"name": "a b"}]), "channels[0].name",
+     "must be 1-64 characters of letters, digits, '_', '.', '-'"),
+    (spec(channels=[{"name": "org.qemu.guest_agent.0"}]), "channels[0].name",
+     "the guest agent's channel is guestAgent: true"),
+    (spec(channels=[{"name": "x.0"}, {"name": "x.0"}]), "channels[1].name",
+     "duplicate channel name 'x.0' (also at channels[0])"),
+    (spec(channels=[{"name": "com.redhat.spice.0", "type": "spicevmc"}]), "channels",
+     "a spicevmc channel needs a spice display"),
+    (spec(graphics=[{"type": "spice"}], channels=[{"name": "x.0", "type": "spicevmc"}]), "channels[0].name",
+     "a spicevmc channel is the SPICE agent's: com.redhat.spice.0"),
+    (spec(channels=[{"name": "x.0", "type": "pty"}]), "channels[0].type", "must be one of unix, spicevmc"),
     # memory
     (spec(memory={"size": "1G", "max": "512MiB"}), "memory.max", "must not be smaller than size"),
     (spec(memory={"max": "1MiB"}), "memory.max", "must be at least 16777216 bytes"),
@@ -226,7 +248,19 @@ RULES = [
     (spec(disks=[{"path": "/a", "aio": "posix"}]), "disks[0].aio", "must be one of threads, native, io_uring"),
     (spec(disks=[{"path": "/a", "readonly": "yes"}]), "disks[0].readonly", "must be true or false"),
     (spec(disks=[{"path": "/a", "serial": "has space"}]), "disks[0].serial",
-     "must be 1-20 characters of letters, digits, '_', '.', '-'"),
+     "must be 1-36 characters of letters, digits, '_', '.', '-'"),
+    (spec(disks=[{"path": "/a", "serial": "a6e1c3d2-5b4f-4e8a-9c7d-0e1f2a3b4c5d0"}]), "disks[0].serial",
+     "must be 1-36 characters of letters, digits, '_', '.', '-'"),
+    (spec(disks=[{"path": "/a", "iothread": 1}]), "disks[0].iothread",
+     "there are 0 iothreads (iothreads: N makes 1..N)"),
+    (spec(iothreads=1, disks=[{"path": "/a", "iothread": 2}]), "disks[0].iothread",
+     "there are 1 iothreads (iothreads: N makes 1..N)"),
+    (spec(iothreads=1, disks=[{"path": "/a", "bus": "sata", "iothread": 1}]), "disks[0].iothread",
+     "only virtio and scsi disks run in an iothread"),
+    (spec(iothreads=2, disks=[{"path": "/a", "bus": "scsi", "iothread": 1}, {"path": "/b", "bus": "scsi"}]),
+     "disks[1].iothread", "SCSI disks share the virtio-scsi controller: its iothread must be the same "
+     "for all (differs from disks[0])"),
+    (spec(iothreads=65), "iothreads", "must be at most 64"),
     (spec(disks=[{"path": "/a", "bootIndex": -1}]), "disks[0].bootIndex", "must be at least 0"),
     (spec(disks=[{"path": "/a", "slot": 256}]), "disks[0].slot", "must be at most 255"),
     (spec(disks=[{"path": "/a", "slot": -1}]), "disks[0].slot", "must be at least 0"),
@@ -256,6 +290,8 @@ RULES = [
     (spec(nics=[{"backend": "none", "tap": "tap0"}]), "nics[0].backend",
      "bridge and tap are only used with backend: tap"),
     (spec(nics=[{"bootIndex": "1"}]), "nics[0].bootIndex", "must be an integer"),
+    (spec(nics=[{"noMacSpoofing": True}]), "nics[0].noMacSpoofing",
+     "is enforced on the host side of a tap: needs backend: tap"),
     (spec(nics=[{"name": "lan"}, {"name": "lan"}]), "nics[1].name", "duplicate nic name 'lan' (also at nics[0])"),
     (spec(nics=[{"mac": "52:54:00:AA:BB:CC"}, {"mac": "52:54:00:aa:bb:cc"}]), "nics[1].mac",
      "duplicate MAC address '52:54:00:aa:bb:cc' (also at nics[0])"),
@@ -305,7 +341,7 @@ def test_spec_error_lists_every_problem_in_its_message_and_data():
 
 
 def test_a_document_that_is_not_a_mapping_is_rejected():
-    assert problems("- a\n- b\n") == [("(document)", "must be a mapping"), ("name", "is required")]
+    assert problems("- a\n- b\n") == [("(document)", "must be a mapping")]
 
 
 # -- unknown fields -----------------------------------------------------------------

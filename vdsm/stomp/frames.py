@@ -86,7 +86,8 @@ class FrameBuffer:
             end_headers, sep = alt, 4
         else:
             sep = 2
-        if end_headers == -1:
+        if end_headers == -1 or end_headers > MAX_HEADER_BYTES:
+            # the limit holds however the bytes arrived (in one read or in many)
             if len(buf) > MAX_HEADER_BYTES:
                 raise FrameError("frame headers too large")
             return None

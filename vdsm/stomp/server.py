@@ -87,6 +87,10 @@ class StompConnection:
                 except (FrameError, ProtocolError) as e:
                     self.error(str(e))
                     break
+                except Exception:  # a bug: this connection ends with an ERROR, the server serves on
+                    log.exception("stomp: connection %d: internal error", self.id)
+                    self.error("internal server error")
+                    break
                 with contextlib.suppress(ConnectionError):
                     await self.writer.drain()
         except (ConnectionError, OSError):
@@ -193,12 +197,15 @@ class StompConnection:
             self.writer.close()
 
 
+MAX_HEARTBEAT_MS = (1 << 31) - 1  # ~25 days: longer is "never" (and 10**400 ms is no float)
+
+
 def _parse_heartbeat(value: str) -> tuple[int, int]:
     try:
         cx, cy = (int(x) for x in value.split(","))
-        return max(cx, 0), max(cy, 0)
+        return min(max(cx, 0), MAX_HEARTBEAT_MS), min(max(cy, 0), MAX_HEARTBEAT_MS)
     except ValueError:
-        raise ProtocolError(f"bad heart-beat header {value!r}") from None
+        raise ProtocolError(f"bad heart-beat header {value[:40]!r}") from None
 
 
 class StompServer:

@@ -113,7 +113,9 @@ def handlers(svc: VirtService) -> dict[str, Any]:
         return out
 
     async def get_jobs(job_type: str | None = None, job_ids: list | None = None) -> dict:
-        return {}
+        """The jobs this endpoint ran (VM.snapshot with a jobUUID), as HostJobInfo records."""
+        return {jid: dict(job) for jid, job in svc.jobs.items()
+                if (not job_type or job.get("job_type") == job_type) and (not job_ids or jid in job_ids)}
 
     return {"Host.ping2": ping2, "Host.echo": echo, "Host.getCapabilities": get_capabilities,
             "Host.getStats": get_stats, "Host.getHardwareInfo": get_hardware_info,

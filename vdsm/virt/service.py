@@ -4,7 +4,8 @@ It owns the backends (`backends.Backend`), the VM records (`vmrecord.VmRecord`),
 event feed (lifecycle events → `|virt|VM_status|<vmId>` notifications) and recovery
 (on start, the VM list is rebuilt from every backend's running domains without touching
 them). Blocking libvirt calls run in worker threads so the STOMP loop keeps serving.
-The verbs live in `host_verbs`, `vm_verbs` and `device_verbs`.
+The verbs live in `host_verbs`, `vm_verbs`, `device_verbs`, `migration_verbs` and
+`snapshot_verbs`.
 """
 
 from __future__ import annotations
@@ -35,13 +36,15 @@ class VirtService:
         self.vms: dict[str, VmRecord] = {}
         self.hooks = HookCalls(cfg)
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.jobs: dict[str, dict[str, Any]] = {}  # Host.getJobs: jobs by id (snapshots)
+        self.completed_jobs: dict[str, dict[str, Any]] = {}  # vmId -> the backend's last job statistics
 
     # -- wiring ------------------------------------------------------------------------
 
     def handlers(self) -> dict[str, Callable[..., Any]]:
-        from vdsm.virt import device_verbs, host_verbs, vm_verbs
+        from vdsm.virt import device_verbs, host_verbs, migration_verbs, snapshot_verbs, vm_verbs
         out: dict[str, Callable[..., Any]] = {}
-        for module in (host_verbs, vm_verbs, device_verbs):
+        for module in (host_verbs, vm_verbs, device_verbs, migration_verbs, snapshot_verbs):
             out.update(module.handlers(self))
         return out
 
@@ -54,7 +57,7 @@ class VirtService:
         self.loop = asyncio.get_running_loop()
         names = [self.cfg.backend] + [b for b in set(self.cfg.vm_backends.values()) if b != self.cfg.backend]
         for name in names:
-            backend = Backend(name, self.uri_for(name), self._on_lifecycle)
+            backend = Backend(name, self.uri_for(name), self._on_lifecycle, self._on_job)
             await asyncio.to_thread(backend.open)
             self.backends[name] = backend
         await self.recover()
@@ -123,14 +126,22 @@ class VirtService:
         if self.loop is not None:
             self.loop.call_soon_threadsafe(self.lifecycle, backend, vm_id, event, detail)
 
+    def _on_job(self, backend: str, vm_id: str, stats: dict[str, Any]) -> None:
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self.completed_jobs.__setitem__, vm_id, stats)
+
     def lifecycle(self, backend: str, vm_id: str, event: int, detail: int) -> None:
         rec = self.vms.get(vm_id)
         if rec is None or rec.backend != backend:
             return
+        if rec.incoming:  # a migration destination: its watcher (migration_verbs) reads the state
+            if rec.wake is not None:
+                rec.wake.set()
+            return
         if event == st.EV_STOPPED:
             if rec.status == st.DOWN:
                 return
-            if detail == st.STOPPED_MIGRATED or rec.migrating:
+            if detail == st.STOPPED_MIGRATED:
                 rec.set_down(st.NORMAL, st.MIGRATION_SUCCEEDED)
             elif detail == st.STOPPED_DESTROYED and rec.shutdown_requested:
                 rec.set_down(st.NORMAL, st.ADMIN_SHUTDOWN)
@@ -145,8 +156,8 @@ class VirtService:
             else:
                 rec.set_down(st.ERROR, st.GENERIC_ERROR)
             self.publish(rec)
-            if rec.destroy_requested:
-                return
+            if rec.destroy_requested or rec.exit_reason == st.MIGRATION_SUCCEEDED:
+                return  # a migrated VM gets after_vm_migrate_source instead (migration_verbs)
             asyncio.ensure_future(self.hooks.notify("after_vm_destroy", rec))
         elif event == st.EV_CRASHED:
             rec.set_down(st.ERROR, st.LOST_QEMU_CONNECTION, "Lost connection with qemu process")

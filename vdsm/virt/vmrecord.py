@@ -28,7 +28,10 @@ class VmRecord:
     xml: str = ""
     shutdown_requested: bool = False
     destroy_requested: bool = False
-    migrating: bool = False
+    migrating: bool = False           # the source of an outgoing migration
+    incoming: bool = False            # the destination of a migration, until the guest runs here
+    wake: Any = None                  # asyncio.Event set on the backend's events of an incoming VM
+    migration_progress: int = 0
     device_hash: int = 0
 
     def set_status(self, status: str) -> bool:
