@@ -418,7 +418,7 @@ async def _restore(vm: VM, entry: dict[str, Any]) -> None:
         await qemu.load_memory(vm, entry["memory"])
         running = entry["vmState"] == str(State.RUNNING)
         if running:
-            await vm.qmp("cont")
+            await qemu.cont_after_incoming(vm)
         vm._set_state(State.RUNNING if running else State.PAUSED, f"reverted to snapshot {entry['name']}")
         if vm.record is not None and vm.record.migration is not None:
             # loaded: no longer an incoming stream a restarted kvmd would have to end (vm.start)

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kvmd import failpoints, runtime, snapshot, storage
+from kvmd.migration import qemu as mqemu
 from kvmd.errors import AlreadyExists, InvalidParams, KvmdError, MigrationFailed, WrongState
 from kvmd.manager import parse_spec
 from kvmd.spec import from_dict
@@ -270,7 +271,7 @@ async def finish(m: Manager, name: str, timeout: float = FINISH_TIMEOUT) -> dict
     failpoints.hit("incoming.finishing")
     if inc.resume and not inc.resumed:
         await _unexport(vm, inc)
-        await vm.qmp("cont")
+        await mqemu.cont_after_incoming(vm)
         failpoints.hit("incoming.resumed")
     inc.resumed = True
     if inc.status == "completed":

@@ -113,6 +113,24 @@ async def load_memory(vm: VM, path: str) -> None:
         raise QemuFailure(f"{vm.name}: loading the memory state from {path} failed ({data.get('status')})")
 
 
+async def cont_after_incoming(vm: VM, timeout: float = 10.0) -> None:
+    """`cont` a VM whose incoming migration just completed.
+
+    QEMU emits MIGRATION completed before its main loop has finalised the incoming side
+    (a bottom half), and a `cont` in between fails with "Migration is not finalized yet";
+    there is no event for the end of that window, so retry briefly.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            await vm.qmp("cont")
+            return
+        except QemuFailure as e:
+            if "not finalized" not in str(e) or asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.02)
+
+
 async def disk_nodes(vm: VM) -> dict[str, str]:
     """disk name -> the node name at the top of its chain, as QEMU has it now."""
     assert vm.live_spec is not None
