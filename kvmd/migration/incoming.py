@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kvmd import failpoints, runtime, snapshot, storage
-from kvmd.migration import qemu as mqemu
 from kvmd.errors import AlreadyExists, InvalidParams, KvmdError, MigrationFailed, WrongState
 from kvmd.manager import parse_spec
+from kvmd.migration import qemu as mqemu
 from kvmd.spec import from_dict
 from kvmd.states import INACTIVE, State
 

@@ -35,7 +35,6 @@ import contextlib
 import logging
 import time
 import weakref
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +49,14 @@ from kvmd.errors import (
     WrongState,
 )
 from kvmd.migration import peer, qemu
+from kvmd.migration.mirror import (
+    POLL,
+    _check_alive,
+    _disk_sizes,
+    _mirror,
+    _next_event,
+    _release_storage,
+)
 from kvmd.spec import to_dict
 from kvmd.states import State, can
 
@@ -59,8 +66,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-POLL = 0.25            # query-migrate / query-block-jobs while a migration runs
-KEEPALIVE = 5.0        # tell the destination we are alive during a long storage copy
 FINISH_TIMEOUT = 60.0
 DONE = ("completed", "failed", "cancelled")
 
@@ -144,13 +149,6 @@ def jobs(m: Manager) -> dict[str, Job]:
     return _tables.setdefault(m, {})
 
 
-class _Cancelled(Exception):
-    pass
-
-
-# -- the verb ------------------------------------------------------------------------------
-
-
 async def migrate(m: Manager, name: str, dest: str, opts: Options, wait: bool = True) -> dict[str, Any]:
     """Start migrating `name` to the kvmd at `dest`; with `wait`, return when it ended."""
     vm = m.get(name)
@@ -215,21 +213,6 @@ async def _prepare(m: Manager, vm: VM, job: Job, endpoint: peer.Endpoint) -> Non
     log.info("%s: migrating to %s (stream %s)", vm.name, job.dest, job.uri)
 
 
-async def _disk_sizes(vm: VM) -> dict[str, dict[str, Any]]:
-    assert vm.live_spec is not None
-    nodes = await qemu.disk_nodes(vm)
-    sizes = {}
-    for blk in await vm.qmp("query-block"):
-        inserted = blk.get("inserted") or {}
-        if inserted.get("node-name") in nodes.values():
-            sizes[inserted["node-name"]] = inserted.get("image", {}).get("virtual-size")
-    out = {}
-    for disk in vm.live_spec.disks:
-        if snapshot._snapshottable(disk) and disk.name in nodes:
-            out[disk.name] = {"size": sizes.get(nodes[disk.name]), "format": disk.format}
-    return out
-
-
 # -- the driver ----------------------------------------------------------------------------
 
 
@@ -265,92 +248,6 @@ async def _drive(m: Manager, vm: VM, job: Job) -> None:
             vm.device_handlers.remove(feed)
         await _close(job)
         job.finished = job.finished or time.time()
-
-
-async def _next_event(job: Job, timeout: float) -> tuple[str, dict[str, Any]] | None:
-    try:
-        return await asyncio.wait_for(job.events.get(), timeout)
-    except TimeoutError:
-        return None
-
-
-def _check_alive(vm: VM, job: Job) -> None:
-    if vm.state != State.MIGRATING_OUT:
-        raise MigrationFailed(f"the VM is now {vm.state} ({vm.reason})")
-    if job.cancel_requested:
-        raise _Cancelled("cancelled")
-
-
-async def _mirror(vm: VM, job: Job) -> None:
-    """Copy every disk to its NBD export and keep mirroring until the switch-over."""
-    assert job.nbd is not None and job.client is not None
-    nodes = await qemu.disk_nodes(vm)
-    server = {"type": "inet", "host": job.nbd["host"], "port": str(job.nbd["port"])}
-    for disk, export in job.nbd["exports"].items():
-        node = f"mig-{disk}"
-        await vm.qmp("blockdev-add", {"driver": "nbd", "node-name": node, "server": server, "export": export})
-        job.nbd_nodes.append(node)
-    for disk in job.nbd["exports"]:
-        args: dict[str, Any] = {"job-id": f"mig-{disk}", "device": nodes[disk], "target": f"mig-{disk}",
-                                "sync": "full"}
-        if job.opts.bandwidth:
-            args["speed"] = job.opts.bandwidth
-        await vm.qmp("blockdev-mirror", args)
-        job.mirror_jobs.append(args["job-id"])
-    ready: set[str] = set()
-    last_ping = time.monotonic()
-    last = (time.monotonic(), 0)
-    while ready != set(job.mirror_jobs):
-        _check_alive(vm, job)
-        ev = await _next_event(job, POLL)
-        if ev is not None:
-            event, data = ev
-            dev = data.get("device")
-            if event == "BLOCK_JOB_READY" and dev in job.mirror_jobs:
-                ready.add(dev)
-            elif event in ("BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED", "BLOCK_JOB_ERROR") \
-                    and dev in job.mirror_jobs:
-                job.mirror_jobs.remove(dev)
-                raise MigrationFailed(f"copying disk {dev[4:]} failed: {data.get('error') or event}")
-            continue
-        for info in await vm.qmp("query-block-jobs"):
-            if info.get("device") in job.mirror_jobs:
-                job.storage[info["device"][4:]] = {"offset": info.get("offset", 0), "len": info.get("len", 0)}
-        now, done = time.monotonic(), sum(j["offset"] for j in job.storage.values())
-        if now - last[0] >= 1.0:
-            job.storage_speed, last = int((done - last[1]) / (now - last[0])), (now, done)
-        if now - last_ping > KEEPALIVE:
-            await job.client.call("vm.migrate_status", name=job.name)
-            last_ping = now
-    for dev in job.mirror_jobs:
-        j = job.storage.get(dev[4:])
-        if j:
-            j["offset"] = j["len"]
-
-
-def _job_ended(job_id: str) -> Callable[[str, dict[str, Any]], bool]:
-    return lambda event, data: event in ("BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED") \
-        and data.get("device") == job_id
-
-
-async def _release_storage(vm: VM, job: Job, force: bool = False) -> None:
-    """End the mirror jobs (a READY one ends with its target complete) and drop the NBD nodes."""
-    pending = list(job.mirror_jobs)
-    ended = [vm.wait_event(_job_ended(j)) for j in pending]
-    try:
-        for jid in pending:
-            with contextlib.suppress(KvmdError):
-                await vm.qmp("block-job-cancel", {"device": jid, "force": force})
-        if ended:
-            await asyncio.wait(ended, timeout=30)
-    finally:
-        for fut in ended:
-            fut.cancel()
-    job.mirror_jobs = []
-    for node in job.nbd_nodes:
-        with contextlib.suppress(KvmdError):
-            await vm.qmp("blockdev-del", {"node-name": node})
-    job.nbd_nodes = []
 
 
 async def _follow(vm: VM, job: Job) -> str:
