@@ -48,6 +48,7 @@ from kvmd.client import AsyncClient  # noqa: E402
 from tests.support.daemon import Daemon  # noqa: E402
 from tests.support.libvirtd import PrivateLibvirtd, firmware_domain_xml, unavailable_reason  # noqa: E402
 from tests.support.procs import kill_all, pids_mentioning  # noqa: E402
+from benchlib import settle  # noqa: E402  (bench/ is the script directory)
 
 QEMU = shutil.which("qemu-system-x86_64") or "/usr/bin/qemu-system-x86_64"
 MEMORY_MIB = 128
@@ -55,30 +56,6 @@ MEMORY_MIB = 128
 
 class BenchError(RuntimeError):
     pass
-
-
-def host_busy(interval: float = 0.5) -> float:
-    """Fraction of the host's CPU time spent busy over `interval` seconds."""
-    def sample() -> tuple[int, int]:
-        with open("/proc/stat") as f:
-            vals = [int(v) for v in f.readline().split()[1:]]
-        idle = vals[3] + vals[4]
-        return sum(vals) - idle, sum(vals)
-    b0, t0 = sample()
-    time.sleep(interval)
-    b1, t1 = sample()
-    return (b1 - b0) / max(1, t1 - t0)
-
-
-def settle(limit: float = 30.0) -> str:
-    """Wait (at most `limit` s) until the CPU is mostly idle; say how it went."""
-    started = time.monotonic()
-    busy = 1.0
-    while time.monotonic() - started < limit:
-        busy = host_busy()
-        if busy < 0.4:
-            break
-    return f"host {busy:.0%} busy after {time.monotonic() - started:.1f}s, loadavg {os.getloadavg()[0]:.2f}"
 
 
 class Kvmd:
@@ -215,7 +192,7 @@ def main() -> int:
         for c in contenders:  # warm-up: libvirt probes QEMU's capabilities, kvmd the binary
             c.round()
             c.clear()
-            print(f"{c.name}: warm-up done; {settle()}", flush=True)
+            print(f"{c.name}: warm-up done; {settle(30, 0.4, 0.5)}", flush=True)
         for r in range(args.rounds):
             order = contenders if r % 2 == 0 else contenders[::-1]
             for c in order:
@@ -223,7 +200,7 @@ def main() -> int:
                 times[c.name].append(t * 1000)
                 c.clear()
                 print(f"round {r + 1} {c.name}: {args.vms} VMs running after {t * 1000:.0f} ms; "
-                      f"{settle()}", flush=True)
+                      f"{settle(30, 0.4, 0.5)}", flush=True)
     except KeyboardInterrupt:
         print("interrupted; everything started was stopped", file=sys.stderr)
         return 130

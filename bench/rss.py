@@ -40,6 +40,7 @@ if ROOT not in sys.path:
 from kvmd.client import AsyncClient  # noqa: E402
 from tests.support.daemon import Daemon  # noqa: E402
 from tests.support.procs import kill_all, pids_mentioning  # noqa: E402
+from benchlib import settle  # noqa: E402  (bench/ is the script directory)
 
 MEMORY_MIB = 64
 
@@ -75,33 +76,6 @@ def rss_mib(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
-def host_busy(interval: float = 1.0) -> float:
-    """Fraction of the host's CPU time spent busy over `interval` seconds."""
-    def sample() -> tuple[int, int]:
-        with open("/proc/stat") as f:
-            vals = [int(v) for v in f.readline().split()[1:]]
-        idle = vals[3] + vals[4]
-        return sum(vals) - idle, sum(vals)
-    b0, t0 = sample()
-    time.sleep(interval)
-    b1, t1 = sample()
-    return (b1 - b0) / max(1, t1 - t0)
-
-
-def settle(what: str, limit: float = 30.0) -> None:
-    """Wait until the firmware of every VM is done (the CPU mostly idle), at most `limit` s:
-    a firmware with no boot device idles after a few seconds; on a host busy with other
-    work the bound keeps the wait short (the RSS does not depend on it)."""
-    started = time.monotonic()
-    busy = 1.0
-    while time.monotonic() - started < limit:
-        busy = host_busy()
-        if busy < 0.5:
-            break
-    print(f"{what}: host {busy:.0%} busy after {time.monotonic() - started:.1f}s of settling "
-          f"(loadavg {os.getloadavg()[0]:.2f})", flush=True)
 
 
 async def create_all(socket_path: str, n: int, parallel: int = 8) -> None:
@@ -167,7 +141,8 @@ def main() -> int:
         asyncio.run(create_all(daemon.socket, args.vms))
         print(f"{args.vms} VMs running after {time.monotonic() - t0:.1f}s "
               f"(RSS {rss_mib(pid):.1f} MiB)", flush=True)
-        settle("firmware")
+        # the firmware of every VM idles after a few seconds; the RSS does not depend on it
+        print(f"firmware: {settle(30)}", flush=True)
         asyncio.run(warm(daemon.socket, args.vms))
         time.sleep(0.5)
         rss = rss_mib(pid)

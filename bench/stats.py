@@ -38,6 +38,7 @@ sys.path.insert(0, ROOT)
 
 from kvmd.client import AsyncClient  # noqa: E402
 from tests.support.daemon import Daemon  # noqa: E402
+from benchlib import settle  # noqa: E402  (bench/ is the script directory)
 
 MEMORY_MIB = 128
 
@@ -57,30 +58,6 @@ def kvmd_spec(i: int, image: str) -> dict:
             "qemuArgs": ["-global", "virtio-net-pci.romfile="]}
 
 
-def host_busy(interval: float = 1.0) -> float:
-    """Fraction of the host's CPU time spent busy over `interval` seconds."""
-    def sample() -> tuple[int, int]:
-        with open("/proc/stat") as f:
-            vals = [int(v) for v in f.readline().split()[1:]]
-        idle = vals[3] + vals[4]
-        return sum(vals) - idle, sum(vals)
-    b0, t0 = sample()
-    time.sleep(interval)
-    b1, t1 = sample()
-    return (b1 - b0) / max(1, t1 - t0)
-
-
-def settle(what: str, limit: float = 120.0) -> None:
-    """Wait until the VMs have booted their firmware and the host is mostly idle."""
-    started = time.monotonic()
-    busy = 1.0
-    while time.monotonic() - started < limit:
-        busy = host_busy()
-        if busy < 0.5:
-            break
-    print(f"{what}: host {busy:.0%} busy after {time.monotonic() - started:.1f}s of settling", flush=True)
-
-
 async def bench_kvmd(socket: str, images: list[str], runs: int) -> tuple[float, list[float]]:
     client = AsyncClient(socket)
     await client.connect()
@@ -94,7 +71,7 @@ async def bench_kvmd(socket: str, images: list[str], runs: int) -> tuple[float, 
         started = time.monotonic()
         await asyncio.gather(*(create(i) for i in range(len(images))))
         print(f"kvmd: {len(images)} VMs running after {time.monotonic() - started:.1f}s", flush=True)
-        await asyncio.to_thread(settle, "kvmd")
+        print(f"kvmd: {await asyncio.to_thread(settle, 120)}", flush=True)
         stats = await client.call("vm.stats")  # warm-up, and a check of the answer
         bad = {n: s.get("error") for n, s in stats.items() if "error" in s or s["state"] != "running"}
         if len(stats) != len(images) or bad:
@@ -147,7 +124,7 @@ def bench_libvirt(images: list[str], runs: int) -> tuple[float | None, str]:
         with ThreadPoolExecutor(4) as pool:
             list(pool.map(lambda i: conns[i % 4].createXML(libvirt_xml(i, images[i]), 0), range(len(images))))
         print(f"libvirt: {len(images)} domains running after {time.monotonic() - started:.1f}s", flush=True)
-        settle("libvirt")
+        print(f"libvirt: {settle(120)}", flush=True)
         conn = conns[0]
         records = conn.getAllDomainStats(0, 0)  # warm-up, and a check of the answer
         if len(records) != len(images):

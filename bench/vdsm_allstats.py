@@ -43,31 +43,9 @@ from tests.support.libvirtd import PrivateLibvirtd, unavailable_reason  # noqa: 
 from tests.support.procs import kill_all, pids_mentioning  # noqa: E402
 from tests.support.vdsm_endpoint import Endpoint  # noqa: E402
 from tests.vdsm_parity.engine_xml import engine_xml  # noqa: E402
+from benchlib import settle  # noqa: E402  (bench/ is the script directory)
 
 MEMORY_MIB = 128
-
-
-def host_busy(interval: float = 1.0) -> float:
-    """Fraction of the host's CPU time spent busy over `interval` seconds."""
-    def sample() -> tuple[int, int]:
-        with open("/proc/stat") as f:
-            vals = [int(v) for v in f.readline().split()[1:]]
-        idle = vals[3] + vals[4]
-        return sum(vals) - idle, sum(vals)
-    b0, t0 = sample()
-    time.sleep(interval)
-    b1, t1 = sample()
-    return (b1 - b0) / max(1, t1 - t0)
-
-
-def settle(limit: float = 90.0) -> str:
-    started = time.monotonic()
-    busy = 1.0
-    while time.monotonic() - started < limit:
-        busy = host_busy()
-        if busy < 0.5:
-            break
-    return f"host {busy:.0%} busy after {time.monotonic() - started:.1f}s, loadavg {os.getloadavg()[0]:.2f}"
 
 
 def create_vms(c, kind: str, n: int, timeout: float = 300) -> list[str]:
@@ -140,7 +118,7 @@ def main() -> int:
             t0 = time.monotonic()
             ids[kind] = create_vms(c, kind, args.vms)
             print(f"{kind}: {args.vms} VMs Up after {time.monotonic() - t0:.1f}s", flush=True)
-        print(f"settled: {settle()}", flush=True)
+        print(f"settled: {settle(90)}", flush=True)
         for kind, c in clients.items():  # warm-up, and a check of the answer
             check(kind, c.call("Host.getAllVmStats"), ids[kind])
         kinds = list(clients)
