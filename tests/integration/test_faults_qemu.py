@@ -20,20 +20,6 @@ from tests.support.faults import assert_consistent, qemu_processes, qmp_status, 
 from tests.support.sideqmp import side_qmp_args
 
 
-@pytest.fixture
-def pair(tmpdir_short):
-    for side in "ab":
-        os.mkdir(os.path.join(tmpdir_short, side))
-    src, dst = Daemon(os.path.join(tmpdir_short, "a")), Daemon(os.path.join(tmpdir_short, "b"))
-    try:
-        src.start()
-        dst.start()
-        yield src, dst
-    finally:
-        src.cleanup()
-        dst.cleanup()
-
-
 def test_source_qemu_killed_mid_migration_crashes_the_vm_and_the_destination_cleans_up(pair):
     src, dst = pair
     a, b = src.client(), dst.client()

@@ -14,7 +14,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -23,23 +22,10 @@ from kvmd.client import ApiError
 from tests.conftest import firmware_spec, guest_spec
 from tests.support.console import Console
 from tests.support.daemon import Daemon
+from tests.support.faults import wait_for
 from tests.support.procs import alive, pids_mentioning
 
 COUNTER = re.compile(rb"KVMD-COUNTER (\d+)")
-
-
-@pytest.fixture
-def pair(tmpdir_short):
-    for side in "ab":
-        os.mkdir(os.path.join(tmpdir_short, side))
-    src, dst = Daemon(os.path.join(tmpdir_short, "a")), Daemon(os.path.join(tmpdir_short, "b"))
-    try:
-        src.start()
-        dst.start()
-        yield src, dst
-    finally:
-        src.cleanup()
-        dst.cleanup()
 
 
 def qemu_pids(daemon: Daemon) -> list[int]:
@@ -61,17 +47,6 @@ def read(path: str) -> bytes:
 
 def counters(data: bytes) -> list[int]:
     return [int(n) for n in COUNTER.findall(data)]
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(interval)
 
 
 def boot_guest(client, guest, name: str) -> tuple[dict, Console]:
